@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make book` and `make test`.
+# Each creates the virtual environment .venv and installs the package the
+# first time (or when pyproject.toml changes); afterwards they start at once.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test unit notebooks lint book lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# ruff, then unit tests, book checks and every notebook under the smoke profile.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	COURSE_PROFILE=$${COURSE_PROFILE:-smoke} $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env --durations=0
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests benchmarks
+
+# The static site in _build/html; notebooks run with the profile that suits
+# the machine (set COURSE_PROFILE=smoke for a quick preview).
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "Open _build/html/index.html"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

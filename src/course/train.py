@@ -1,0 +1,491 @@
+"""The training loop shared by every chapter: fit, evaluate, predict, checkpoints.
+
+What a GPU user expects, in one readable file:
+
+- mixed precision on CUDA (bf16 where the card supports it, else fp16 with a
+  gradient scaler); plain float32 on CPU so results there are exact;
+- channels_last memory format on CUDA (faster convolutions on tensor cores);
+- non-blocking host-to-device copies (overlap with compute when the
+  DataLoader uses ``pin_memory=True``);
+- gradient accumulation (``grad_accum_steps``) to reach big batches on one GPU;
+- the scheduler stepped once per optimizer step;
+- tqdm progress bars;
+- a checkpoint written atomically after every epoch and resumed automatically,
+  so an interrupted run loses at most one epoch and finishes with the same
+  weights as an uninterrupted one.
+
+Used in chapters 0, 1, 2, 3, 4, 6 and 7.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from course.utils import get_device
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+@dataclass
+class History:
+    """Per-epoch metrics as plain lists of floats (NaN where not measured)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[float]]) -> History:
+        return cls(**{k: [float(v) for v in data.get(k, [])] for k in cls.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------------------
+# Moving batches and computing metrics
+# ---------------------------------------------------------------------------
+
+
+def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move a tensor, or tensors nested in lists/tuples/dicts, to ``device``.
+
+    Copies are non-blocking (they overlap with compute when the source is in
+    pinned memory). 4-d float tensors become channels_last when asked.
+    """
+    if isinstance(obj, torch.Tensor):
+        if channels_last and obj.ndim == 4 and obj.is_floating_point():
+            return obj.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device, channels_last) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device, channels_last) for v in obj)
+    return obj
+
+
+def _batch_size(target: Any) -> int:
+    if isinstance(target, torch.Tensor):
+        return target.shape[0]
+    if isinstance(target, (list, tuple)):
+        return len(target)
+    raise TypeError(f"cannot tell the batch size of a target of type {type(target).__name__}")
+
+
+def _correct(output: Any, target: Any) -> torch.Tensor | None:
+    """Number of correct predictions (a 0-d tensor) for (N, C) logits and (N,) labels, else None."""
+    if (
+        isinstance(output, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and output.ndim == 2
+        and target.ndim == 1
+        and not target.is_floating_point()
+    ):
+        return (output.argmax(dim=1) == target).sum()
+    return None
+
+
+def _autocast(device: torch.device, amp: bool):
+    """Autocast context: bf16 on GPUs that support it, fp16 on older ones."""
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision dtype ``fit`` uses on ``device``."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode.
+
+    Returns ``{"loss": float, "accuracy": float}``; accuracy is NaN when the
+    outputs are not class logits. The model's train/eval mode is restored.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    amp = device.type == "cuda" if amp is None else amp
+    was_training = model.training
+    model.eval()
+    total_loss, total_correct, total_seen, accuracy_known = 0.0, 0, 0, True
+    try:
+        for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            x, y = to_device(x, device, device.type == "cuda"), to_device(y, device)
+            with _autocast(device, amp):
+                output = model(x)
+                loss = loss_fn(output, y)
+            n = _batch_size(y)
+            total_loss += float(loss) * n
+            total_seen += n
+            correct = _correct(output, y)
+            if correct is None:
+                accuracy_known = False
+            else:
+                total_correct += int(correct)
+    finally:
+        model.train(was_training)
+    if total_seen == 0:
+        raise ValueError("the loader is empty: nothing to evaluate")
+    accuracy = total_correct / total_seen if accuracy_known else math.nan
+    return {"loss": total_loss / total_seen, "accuracy": accuracy}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All outputs and targets of ``loader``, concatenated on the CPU in float32.
+
+    Returns ``(outputs, targets)``, e.g. logits (N, C) and labels (N,) for a
+    classifier: what a confusion matrix or a calibration plot needs.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    amp = device.type == "cuda" if amp is None else amp
+    was_training = model.training
+    model.eval()
+    outputs, targets = [], []
+    try:
+        for x, y in loader:
+            with _autocast(device, amp):
+                out = model(to_device(x, device, device.type == "cuda"))
+            outputs.append(out.float().cpu())
+            targets.append(y.cpu() if isinstance(y, torch.Tensor) else torch.as_tensor(y))
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` with ``torch.save`` atomically.
+
+    The bytes go to a temporary file in the same folder, which then replaces
+    ``path`` in one ``os.replace``: a crash mid-write leaves the previous
+    checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_state_dict_compatible(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(
+        f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    )
+    if missing or unexpected or wrong_shape:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        lines = [
+            f"{source} does not match {type(model).__name__}: it was saved from another model."
+        ]
+        if missing:
+            lines.append(f"  missing keys: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {show(unexpected)}")
+        if wrong_shape:
+            lines.append(f"  shape mismatches: {show(wrong_shape)}")
+        lines.append(
+            "  Build the model the checkpoint came from, or delete the file to start afresh."
+        )
+        raise ValueError("\n".join(lines))
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`fit` (or :func:`save_checkpoint`).
+
+    Uses ``torch.load(weights_only=True)``: only tensors and plain data are
+    unpickled, never arbitrary code. The states of ``model``, ``optimizer``
+    and ``scheduler`` are restored when given; a model whose keys or shapes
+    differ raises a ValueError naming them. Returns the whole checkpoint dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
+            "Delete it to train from scratch."
+        ) from err
+    if model is not None:
+        model_state = state.get("model", state)
+        check_state_dict_compatible(model, model_state, source=f"checkpoint {path}")
+        model.load_state_dict(model_state)
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def _rng_state(loader: Iterable) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = _sampler_generator(loader)
+    if generator is not None:
+        state["sampler"] = generator.get_state()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], loader: Iterable) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator = _sampler_generator(loader)
+    if generator is not None and "sampler" in state:
+        generator.set_state(state["sampler"])
+
+
+def _sampler_generator(loader: Iterable) -> torch.Generator | None:
+    sampler = getattr(loader, "sampler", None)
+    generator = getattr(sampler, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    *,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any = None,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+    grad_accum_steps: int = 1,
+    checkpoint_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
+
+    Args:
+        model: maps a batch of inputs to outputs; ``loss_fn(outputs, targets)``
+            must give a scalar mean loss.
+        train_loader: yields ``(inputs, targets)``; tensors may be nested in
+            lists, tuples or dicts.
+        val_loader: evaluated after every epoch when given.
+        optimizer: built over ``model``'s parameters.
+        scheduler: stepped after every optimizer step (not every epoch).
+        device: defaults to :func:`course.utils.get_device`.
+        amp: mixed precision; defaults to True on CUDA, False elsewhere.
+        grad_accum_steps: micro-batches whose gradients are summed before one
+            optimizer step. Each micro-batch loss is divided by the number of
+            micro-batches in its group, so k micro-batches of n samples step
+            like one batch of k*n samples (exactly, for a model without
+            batch statistics).
+        checkpoint_path: written atomically after every epoch; when the file
+            already exists, training resumes from it.
+        progress: show tqdm bars.
+    """
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    device = torch.device(device) if device is not None else get_device()
+    on_cuda = device.type == "cuda"
+    amp = on_cuda if amp is None else amp
+    model.to(device)
+    if on_cuda:
+        model.to(memory_format=torch.channels_last)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range.
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=bool(amp and on_cuda and amp_dtype(device) == torch.float16)
+    )
+
+    history, start_epoch = History(), 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, map_location=device)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history = History.from_dict(state["history"])
+        start_epoch = int(state["epoch"])
+        _set_rng_state(state["rng"], train_loader)
+        if progress:
+            print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
+
+    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress)
+    for epoch in epoch_bar:
+        start = time.perf_counter()
+        train_loss, train_acc = _train_one_epoch(
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            loss_fn,
+            device,
+            amp,
+            scaler,
+            grad_accum_steps,
+            progress,
+            desc=f"epoch {epoch + 1}/{epochs}",
+        )
+        history.train_loss.append(train_loss)
+        history.train_acc.append(train_acc)
+        history.lr.append(float(optimizer.param_groups[0]["lr"]))
+        if val_loader is not None:
+            metrics = evaluate(model, val_loader, loss_fn, device, amp)
+            history.val_loss.append(metrics["loss"])
+            history.val_acc.append(metrics["accuracy"])
+        else:
+            history.val_loss.append(math.nan)
+            history.val_acc.append(math.nan)
+        history.seconds.append(time.perf_counter() - start)
+        epoch_bar.set_postfix(
+            loss=f"{train_loss:.3f}",
+            **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val_loader is not None else {}),
+        )
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": epoch + 1,
+                    "history": history.to_dict(),
+                    "rng": _rng_state(train_loader),
+                },
+            )
+    return history
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loss_fn: LossFn,
+    device: torch.device,
+    amp: bool,
+    scaler: torch.amp.GradScaler,
+    grad_accum_steps: int,
+    progress: bool,
+    desc: str,
+) -> tuple[float, float]:
+    """One pass over ``loader``; returns mean training loss and accuracy (NaN if unknown).
+
+    A diverged run is not stopped: its loss is recorded as NaN or Inf, which
+    is itself a result (chapter 1 trains at learning rates that diverge).
+    """
+    model.train()
+    num_batches = len(loader)  # type: ignore[arg-type]
+    total_loss: Any = 0.0
+    total_correct: Any = 0
+    total_seen, accuracy_known = 0, True
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+    for i, (x, y) in enumerate(bar):
+        x = to_device(x, device, channels_last=device.type == "cuda")
+        y = to_device(y, device)
+        group_start = (i // grad_accum_steps) * grad_accum_steps
+        group_size = min(grad_accum_steps, num_batches - group_start)
+        with _autocast(device, amp):
+            output = model(x)
+            loss = loss_fn(output, y)
+        scaler.scale(loss / group_size).backward()
+        if i - group_start + 1 == group_size:  # last micro-batch of its group
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+
+        # Sums stay on the device: no GPU-to-CPU synchronisation per batch.
+        n = _batch_size(y)
+        total_loss = total_loss + loss.detach().float() * n
+        total_seen += n
+        correct = _correct(output.detach(), y)
+        if correct is None:
+            accuracy_known = False
+        else:
+            total_correct = total_correct + correct
+        if progress and i % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    if total_seen == 0:
+        raise ValueError("the training loader is empty")
+    accuracy = float(total_correct) / total_seen if accuracy_known else math.nan
+    return float(total_loss) / total_seen, accuracy

@@ -1,0 +1,83 @@
+"""Small helpers every chapter uses: device, seeding, parameter counts, timing."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: ``prefer`` if given, else CUDA, else Apple MPS, else CPU.
+
+    Used in every chapter.
+    """
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and every CUDA device).
+
+    Returns a CPU ``torch.Generator`` seeded the same way, handy for
+    ``DataLoader(generator=...)`` and ``random_split``.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - students' code uses the global NumPy RNG
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters of ``model`` (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the computation."""
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextmanager
+def timer(device: torch.device | str | None = None) -> Iterator[dict[str, float]]:
+    """Time a block, synchronising the device before and after.
+
+    >>> with timer() as t:
+    ...     _ = torch.randn(64, 64) @ torch.randn(64, 64)
+    >>> t["seconds"] > 0
+    True
+    """
+    result = {"seconds": float("nan")}
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        synchronize(device)
+        result["seconds"] = time.perf_counter() - start

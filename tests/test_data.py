@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from course.data import IMAGENET_MEAN, IMAGENET_STD, SHAPE_CLASSES, Normalize, make_shapes
+
+
+def test_normalize_matches_torchvision():
+    x = torch.rand(4, 3, 16, 16)
+    expected = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x)
+    torch.testing.assert_close(Normalize()(x), expected)
+    torch.testing.assert_close(Normalize().inverse(Normalize()(x)), x)
+
+
+def test_normalize_keeps_state_dict_keys_of_the_network():
+    net = torch.nn.Conv2d(3, 2, 1)
+    model = torch.nn.Sequential(Normalize(), net)
+    assert set(model.state_dict()) == {f"1.{k}" for k in net.state_dict()}
+    assert {name for name, _ in model.named_buffers()} == {"0.mean", "0.std"}
+
+
+def test_normalize_rejects_wrong_inputs():
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        Normalize()(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="positive"):
+        Normalize((0.5,), (0.0,))
+    with pytest.raises(ValueError, match="channels"):
+        Normalize((0.5, 0.5), (0.2,))
+
+
+def test_normalize_passes_gradients_in_pixel_space():
+    x = torch.rand(2, 3, 4, 4, requires_grad=True)
+    Normalize()(x).sum().backward()
+    expected = (1 / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1).expand_as(x)
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_make_shapes_is_deterministic_balanced_and_in_range():
+    a, b = make_shapes(40, image_size=24, seed=3), make_shapes(40, image_size=24, seed=3)
+    assert torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(a.tensors[1], b.tensors[1])
+    x, y = a.tensors
+    assert x.shape == (40, 3, 24, 24) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= x.min() and x.max() <= 1
+    assert torch.bincount(y, minlength=len(SHAPE_CLASSES)).tolist() == [10, 10, 10, 10]
+    assert not torch.equal(x, make_shapes(40, image_size=24, seed=4).tensors[0])
+
+
+def test_make_shapes_classes_differ_in_shape_not_colour():
+    # Same seed for the random draws: the masks of different classes differ.
+    x, y = make_shapes(8, image_size=32, noise=0.0, num_classes=4, seed=0).tensors
+    assert set(y.tolist()) == {0, 1, 2, 3}
+    # Every image has exactly two colours when noise is off.
+    for img in x:
+        assert torch.unique(img.reshape(3, -1), dim=1).shape[1] == 2
+
+
+def test_make_shapes_bad_arguments():
+    with pytest.raises(ValueError, match="num_classes"):
+        make_shapes(10, num_classes=9)
+    with pytest.raises(ValueError, match="image_size"):
+        make_shapes(10, image_size=8)

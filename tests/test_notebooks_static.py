@@ -1,0 +1,61 @@
+"""Static checks of the notebooks (their execution is `pytest --nbval-lax notebooks`)."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebook found in notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(path):
+    for i, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), (
+                f"{path.name} cell {i} stores outputs: run "
+                f"`jupyter nbconvert --clear-output --inplace {path}` before committing"
+            )
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has a count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_installs_course_only_when_missing_and_never_torch(path):
+    code = [c for c in _cells(path) if c["cell_type"] == "code"]
+    install = "".join(code[0]["source"])
+    assert 'find_spec("course") is None' in install
+    code_lines = [line for line in install.splitlines() if not line.lstrip().startswith("#")]
+    assert not re.search(r"\btorch(vision)?\b", "\n".join(code_lines)), (
+        "the install cell must not (re)install torch"
+    )
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert f"git+{repo}" in install, "the install cell must use repository.url of _config.yml"
+    setup = "".join(code[1]["source"])
+    assert "profile()" in setup and "get_device()" in setup and "seed_everything(" in setup
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_checks_its_claims_and_ends_with_exercises(path):
+    cells = _cells(path)
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert code.count("assert ") >= 3, f"{path.name} should assert its claims"
+    assert "pick(" in code, f"{path.name} should size its experiments with pick()"
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "## Exercises" in markdown
+
+
+def test_every_notebook_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"

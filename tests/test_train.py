@@ -1,0 +1,287 @@
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import course.train as train
+from course.train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return TensorDataset(x, y)
+
+
+def _model(dropout=0.0):
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+
+
+class PowerCut(Dataset):
+    """A dataset that raises after `limit` reads, like a run killed mid-epoch."""
+
+    def __init__(self, base, limit):
+        self.base, self.limit, self.reads = base, limit, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.limit:
+            raise KeyboardInterrupt("power cut")
+        return self.base[i]
+
+
+def _run(epochs, path=None, dataset=None, seed=0):
+    torch.manual_seed(seed)
+    model = _model(dropout=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+    loader = DataLoader(dataset or _data(), batch_size=8, shuffle=True)
+    history = fit(
+        model,
+        loader,
+        DataLoader(_data(32, seed=1), batch_size=16),
+        epochs=epochs,
+        optimizer=opt,
+        scheduler=sched,
+        device="cpu",
+        checkpoint_path=path,
+        progress=False,
+    )
+    return model, opt, sched, history
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path):
+    path = tmp_path / "run.pt"
+    reference, ref_opt, ref_sched, ref_history = _run(epochs=4)
+
+    # Killed during epoch 3: 2 epochs of 64 reads, then 20 more.
+    with pytest.raises(KeyboardInterrupt):
+        _run(epochs=4, path=path, dataset=PowerCut(_data(), limit=2 * 64 + 20))
+    assert load_checkpoint(path)["epoch"] == 2
+
+    resumed, opt, sched, history = _run(epochs=4, path=path, seed=99)  # another init: overwritten
+    for p, q in zip(resumed.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert sched.last_epoch == ref_sched.last_epoch == 4 * 8
+    assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
+    assert history.to_dict() | {"seconds": []} == ref_history.to_dict() | {"seconds": []}
+    assert history.epochs == 4
+
+
+def test_fit_with_a_finished_checkpoint_does_nothing_more(tmp_path):
+    path = tmp_path / "run.pt"
+    first, *_ = _run(epochs=2, path=path)
+    again, *_, history = _run(epochs=2, path=path, seed=5)
+    assert history.epochs == 2
+    for p, q in zip(first.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    before = path.read_bytes()
+
+    def crashing_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train.torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_load_checkpoint_uses_weights_only(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"model": _model().state_dict(), "epoch": 0})
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(train.torch, "load", spy)
+    load_checkpoint(path, _model())
+    assert calls == [True]
+
+
+class NotATensor:
+    """Pickled objects of arbitrary classes are refused by weights_only=True."""
+
+
+def test_load_checkpoint_refuses_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _model().state_dict(), "payload": NotATensor()}, path)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(path, _model())
+
+
+def test_checkpoint_of_another_model_names_the_mismatched_keys(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"model": _model().state_dict()})
+    wider = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 3))
+    with pytest.raises(ValueError, match=r"0\.weight: \(16, 6\) in checkpoint .*\(32, 6\)"):
+        load_checkpoint(path, wider)
+    other = nn.Sequential(nn.Linear(6, 3))
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(path, other)
+    assert "unexpected keys: 3.bias, 3.weight" in str(err.value)
+    assert "another model" in str(err.value)
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def _one_epoch_params(batch_size, grad_accum_steps, n=48):
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = DataLoader(_data(n), batch_size=batch_size, shuffle=False)
+    fit(
+        model,
+        loader,
+        epochs=1,
+        optimizer=opt,
+        device="cpu",
+        grad_accum_steps=grad_accum_steps,
+        progress=False,
+    )
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_gradient_accumulation_equals_one_bigger_batch():
+    big = _one_epoch_params(batch_size=16, grad_accum_steps=1)
+    accumulated = _one_epoch_params(batch_size=4, grad_accum_steps=4)
+    for p, q in zip(big, accumulated, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    # ... and differs from taking a step after every small batch.
+    small = _one_epoch_params(batch_size=4, grad_accum_steps=1)
+    assert not torch.allclose(small[0], big[0], atol=1e-4)
+
+
+def test_incomplete_last_accumulation_group_is_averaged_over_its_size():
+    # 48 samples, batches of 8 in groups of 4: the last group has 2 batches (16 samples),
+    # which must step like one batch of 16.
+    accumulated = _one_epoch_params(batch_size=8, grad_accum_steps=4)
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = _data(48).tensors
+    for chunk in (slice(0, 32), slice(32, 48)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[chunk]), y[chunk]).backward()
+        opt.step()
+    for p, q in zip(model.parameters(), accumulated, strict=True):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-6, atol=1e-6)
+
+
+def test_scheduler_steps_once_per_optimizer_step():
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + step))
+    loader = DataLoader(_data(40), batch_size=4)  # 10 batches
+    history = fit(
+        model,
+        loader,
+        epochs=2,
+        optimizer=opt,
+        scheduler=sched,
+        grad_accum_steps=3,
+        device="cpu",
+        progress=False,
+    )  # groups 3+3+3+1
+    assert sched.last_epoch == 2 * 4
+    assert history.lr == pytest.approx([1 / 5, 1 / 9])
+
+
+def test_evaluate_matches_a_manual_computation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5))
+    data = _data(50)
+    x, y = data.tensors
+    model.train()
+    result = evaluate(model, DataLoader(data, batch_size=16))
+    assert model.training  # mode restored
+    model.eval()
+    logits = model(x)
+    assert result["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert result["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    outputs, targets = predict(model, DataLoader(data, batch_size=16))
+    torch.testing.assert_close(outputs, logits.detach())
+    assert torch.equal(targets, y)
+
+
+def test_fit_learns_and_records_history():
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history = fit(
+        model,
+        DataLoader(_data(256), batch_size=32, shuffle=True),
+        DataLoader(_data(128, seed=1), batch_size=64),
+        epochs=8,
+        optimizer=opt,
+        device="cpu",
+        progress=False,
+    )
+    assert history.epochs == 8 and len(history.val_acc) == 8 and len(history.seconds) == 8
+    assert history.train_loss[-1] < 0.6 * history.train_loss[0]
+    assert history.val_acc[-1] > 0.8
+    assert History.from_dict(history.to_dict()) == history
+
+
+def test_fit_without_validation_records_nan_and_non_classification_outputs():
+    model = nn.Linear(6, 1)
+    x = torch.randn(32, 6)
+    loader = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    history = fit(
+        model,
+        loader,
+        epochs=2,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        loss_fn=nn.functional.mse_loss,
+        device="cpu",
+        progress=False,
+    )
+    assert math.isnan(history.val_loss[0]) and math.isnan(history.train_acc[0])
+    assert history.train_loss[1] < history.train_loss[0]
+
+
+def test_fit_rejects_bad_arguments():
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(_data(8), batch_size=4)
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        fit(model, loader, epochs=1, optimizer=opt, grad_accum_steps=0)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, loader, epochs=-1, optimizer=opt)
+
+
+def test_to_device_moves_nested_batches():
+    batch = {"image": torch.rand(2, 3, 4, 4), "boxes": [torch.zeros(1, 4)], "name": "a"}
+    moved = train.to_device(batch, torch.device("cpu"), channels_last=True)
+    assert moved["image"].is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(moved["boxes"], list) and moved["name"] == "a"
+
+
+def test_checkpoint_written_by_fit_holds_plain_data(tmp_path):
+    path = Path(tmp_path) / "a" / "b.pt"  # parent folders are created
+    _run(epochs=1, path=path)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "history", "rng"}
+    assert state["epoch"] == 1 and isinstance(state["history"]["train_loss"][0], float)

@@ -1,0 +1,51 @@
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from course.utils import count_parameters, get_device, seed_everything, timer
+
+
+def test_count_parameters_matches_the_formula():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2))
+    # conv 8*3*3*3 + 8, BN 8 + 8 (buffers are not parameters), linear 2*8 + 2
+    assert count_parameters(model) == 8 * 27 + 8 + 16 + 18
+
+
+def test_count_parameters_trainable_only_and_shared_weights():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(4, 1))
+    assert count_parameters(model) == 20 + 5
+    model[3].weight.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == 20 + 1
+
+
+def test_seed_everything_reproduces_every_generator():
+    def draw():
+        legacy = np.random.rand()  # noqa: NPY002 - the global NumPy RNG is what is seeded
+        return random.random(), legacy, torch.rand(3), torch.randint(0, 10, (2,))
+
+    g1 = seed_everything(123)
+    first, gen_first = draw(), torch.rand(2, generator=g1)
+    g2 = seed_everything(123)
+    second, gen_second = draw(), torch.rand(2, generator=g2)
+    assert first[0] == second[0] and first[1] == second[1]
+    assert torch.equal(first[2], second[2]) and torch.equal(first[3], second[3])
+    assert torch.equal(gen_first, gen_second)
+    seed_everything(124)
+    assert not torch.equal(draw()[2], first[2])
+
+
+def test_get_device(monkeypatch):
+    assert get_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_device().type in {"cpu", "mps"}
+
+
+def test_timer_measures_the_block():
+    with timer("cpu") as t:
+        torch.randn(200, 200) @ torch.randn(200, 200)
+    assert 0 < t["seconds"] < 60
