@@ -83,7 +83,10 @@ def make_shapes(
         radius = rng.uniform(0.22, 0.38) * image_size
         center = rng.uniform(radius, image_size - radius, size=2)
         mask = render_shape(
-            SHAPE_CLASSES[label], image_size, (center[0], center[1]), radius,
+            SHAPE_CLASSES[label],
+            image_size,
+            (center[0], center[1]),
+            radius,
             angle=rng.uniform(-np.pi / 6, np.pi / 6),
         )
         image = np.where(mask[None], foreground[:, None, None], background[:, None, None])

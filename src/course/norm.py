@@ -1,0 +1,319 @@
+"""Normalisation layers written from their formulas (chapter 1).
+
+Each layer computes, over some axes of its input,
+
+    y = (x - mean) / sqrt(var + eps) * gamma + beta
+
+with the *biased* variance (divide by n). They differ only in the axes
+(for an input of shape (N, C, H, W)):
+
+=============  ==============================  ==========================
+layer          statistics over                 one (mean, var) per
+=============  ==============================  ==========================
+BatchNorm2d    N, H, W                          channel
+LayerNorm      the last dims (e.g. C, H, W)     sample
+InstanceNorm   H, W                             sample and channel
+GroupNorm      H, W and C/G channels of a group sample and group
+=============  ==============================  ==========================
+
+They are drop-in replacements for the ``torch.nn`` classes: same constructor
+arguments, same ``state_dict`` keys, same outputs, running statistics and
+gradients (autograd differentiates the formulas). None of them calls
+torch's fused normalisation functions: the arithmetic is all here.
+
+Used in chapter 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def normalize(x: torch.Tensor, dims: Sequence[int], eps: float) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps), mean and biased var taken over ``dims``."""
+    mean = x.mean(dim=tuple(dims), keepdim=True)
+    var = x.var(dim=tuple(dims), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _affine(y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, shape):
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
+
+
+class _RunningStatsNorm(nn.Module):
+    """Parameters (gamma, beta) and running statistics shared by BatchNorm and InstanceNorm."""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float,
+        momentum: float | None,
+        affine: bool,
+        track_running_stats: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))  # gamma
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))  # beta
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def _normalize_with_running_stats(self, x: torch.Tensor, shape) -> torch.Tensor:
+        mean, var = self.running_mean.view(shape), self.running_var.view(shape)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class BatchNorm2d(_RunningStatsNorm):
+    """Batch normalisation of an (N, C, H, W) input, one (mean, var) per channel.
+
+    ``train()`` mode: normalise with the statistics of the minibatch and update
+    the running estimates (the slides' formulas, momentum 0.1):
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean_batch
+        running_var  = (1 - momentum) * running_var  + momentum * var_batch_unbiased
+
+    ``eval()`` mode: normalise with the running estimates, so the output of a
+    sample no longer depends on the other samples of the batch.
+    ``momentum=None`` gives a cumulative average (factor 1 / batches seen).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (N, C, H, W), got {x.dim()}D input")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"expected {self.num_features} channels, got {x.shape[1]}")
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        dims = [0] + list(range(2, x.dim()))
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            n = x.numel() // x.shape[1]
+            if n <= 1 and self.training:
+                raise ValueError(
+                    f"Expected more than 1 value per channel when training, got input size "
+                    f"{tuple(x.shape)}: use a batch of 2 or more, or call model.eval()."
+                )
+            y = normalize(x, dims, self.eps)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(x, dims, n)
+        else:
+            y = self._normalize_with_running_stats(x, shape)
+        return _affine(y, self.weight, self.bias, shape)
+
+    @torch.no_grad()
+    def _update_running_stats(self, x: torch.Tensor, dims: list[int], n: int) -> None:
+        self.num_batches_tracked += 1
+        if self.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(self.num_batches_tracked)
+        else:
+            factor = self.momentum
+        mean = x.mean(dim=dims)
+        unbiased_var = x.var(dim=dims, unbiased=False) * (n / (n - 1))
+        self.running_mean.mul_(1 - factor).add_(factor * mean)
+        self.running_var.mul_(1 - factor).add_(factor * unbiased_var)
+
+
+class InstanceNorm2d(_RunningStatsNorm):
+    """Instance normalisation: one (mean, var) per sample and channel, over H and W.
+
+    Input (N, C, H, W) or unbatched (C, H, W). As in ``torch.nn``, ``affine``
+    and ``track_running_stats`` default to False; when statistics are tracked,
+    the running estimates move towards the batch average of the per-instance
+    statistics, and ``num_batches_tracked`` stays at 0.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4:
+            raise ValueError(f"expected 3D or 4D input, got {x.dim()}D input")
+        shape = (1, -1, 1, 1)
+        if self.training or not self.track_running_stats:
+            n = x.shape[2] * x.shape[3]
+            if n <= 1 and self.training:
+                raise ValueError(
+                    f"Expected more than 1 spatial element when training, got input size "
+                    f"{tuple(x.shape)}"
+                )
+            y = normalize(x, (2, 3), self.eps)
+            if self.training and self.track_running_stats and self.momentum is not None:
+                with torch.no_grad():
+                    mean = x.mean(dim=(2, 3)).mean(0)
+                    var = (x.var(dim=(2, 3), unbiased=False) * (n / (n - 1))).mean(0)
+                    self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+                    self.running_var.mul_(1 - self.momentum).add_(self.momentum * var)
+        else:
+            y = self._normalize_with_running_stats(x, shape)
+        return _affine(y, self.weight, self.bias, shape)
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last ``len(normalized_shape)`` dimensions.
+
+    One (mean, var) per sample, no running statistics: train and eval modes
+    compute the same thing. ``weight`` and ``bias`` have ``normalized_shape``.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        factory = {"device": device, "dtype": dtype}
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(self.normalized_shape, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.zeros(self.normalized_shape, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ValueError(
+                f"the last dims of the input {tuple(x.shape)} must be {self.normalized_shape}"
+            )
+        y = normalize(x, range(x.dim() - k, x.dim()), self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation: channels split into ``num_groups`` groups; one
+    (mean, var) per sample and group, over the group's channels and all
+    spatial positions. ``num_groups=1`` is LayerNorm over (C, H, W) with
+    per-channel affine parameters; ``num_groups=C`` is InstanceNorm.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(
+                f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
+            )
+        self.num_groups, self.num_channels, self.eps, self.affine = (
+            num_groups,
+            num_channels,
+            eps,
+            affine,
+        )
+        factory = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_channels, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"expected input (N, {self.num_channels}, ...), got {tuple(x.shape)}")
+        n = x.shape[0]
+        grouped = x.reshape(n, self.num_groups, -1)  # (N, G, C/G * H * W)
+        y = normalize(grouped, (2,), self.eps).reshape(x.shape)
+        return _affine(y, self.weight, self.bias, (1, -1) + (1,) * (x.dim() - 2))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+def statistics_axes(layer: str, num_groups: int = 2) -> tuple[str, ...]:
+    """The axes of an (N, C, H, W) input a layer averages over, for the chapter's figure."""
+    axes = {
+        "BatchNorm": ("N", "H", "W"),
+        "LayerNorm": ("C", "H", "W"),
+        "InstanceNorm": ("H", "W"),
+        "GroupNorm": (f"C/{num_groups}", "H", "W"),
+    }
+    if layer not in axes:
+        raise ValueError(f"unknown layer {layer!r}; choose one of {sorted(axes)}")
+    return axes[layer]
