@@ -41,9 +41,7 @@ def _compare_steps(ours, ref, shape, dtype, steps=4, modes=("train", "train", "e
         # Gradients can be large where a variance is small: compare relative to their scale.
         scale = max(1.0, x_ref.grad.abs().max().item())
         torch.testing.assert_close(x.grad, x_ref.grad, rtol=tol, atol=tol * scale)
-        for (name, p), (_, q) in zip(
-            ours.named_parameters(), ref.named_parameters(), strict=True
-        ):
+        for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, rtol=tol, atol=tol, msg=name)
             p.grad, q.grad = None, None
         for name, buf in ref.state_dict().items():
@@ -54,8 +52,13 @@ def _compare_steps(ours, ref, shape, dtype, steps=4, modes=("train", "train", "e
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"eps": 1e-3, "momentum": 0.3}, {"momentum": None}, {"affine": False},
-     {"track_running_stats": False}],
+    [
+        {},
+        {"eps": 1e-3, "momentum": 0.3},
+        {"momentum": None},
+        {"affine": False},
+        {"track_running_stats": False},
+    ],
     ids=["default", "eps-momentum", "cumulative", "no-affine", "no-running-stats"],
 )
 def test_batchnorm2d_matches_torch(dtype, shape, kwargs):
@@ -67,8 +70,13 @@ def test_batchnorm2d_matches_torch(dtype, shape, kwargs):
 @pytest.mark.parametrize("shape", SHAPES[1:])
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"affine": True}, {"affine": True, "track_running_stats": True, "momentum": 0.2},
-     {"track_running_stats": True, "momentum": None}, {"eps": 1e-2}],
+    [
+        {},
+        {"affine": True},
+        {"affine": True, "track_running_stats": True, "momentum": 0.2},
+        {"track_running_stats": True, "momentum": None},
+        {"eps": 1e-2},
+    ],
     ids=["default", "affine", "running", "running-no-momentum", "eps"],
 )
 def test_instancenorm2d_matches_torch(dtype, shape, kwargs):
@@ -80,7 +88,8 @@ def test_instancenorm2d_matches_torch(dtype, shape, kwargs):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("last_dims", [1, 3])
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"eps": 1e-3}, {"elementwise_affine": False}, {"bias": False}],
+    "kwargs",
+    [{}, {"eps": 1e-3}, {"elementwise_affine": False}, {"bias": False}],
     ids=["default", "eps", "no-affine", "no-bias"],
 )
 def test_layernorm_matches_torch(dtype, shape, last_dims, kwargs):
@@ -97,8 +106,9 @@ def test_layernorm_matches_torch(dtype, shape, last_dims, kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES[1:])
 @pytest.mark.parametrize("groups", ["one", "two", "all"])
-@pytest.mark.parametrize("kwargs", [{}, {"eps": 1e-3}, {"affine": False}],
-                         ids=["default", "eps", "no-affine"])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"eps": 1e-3}, {"affine": False}], ids=["default", "eps", "no-affine"]
+)
 def test_groupnorm_matches_torch(dtype, shape, groups, kwargs):
     channels = shape[1]
     num_groups = {"one": 1, "two": 2, "all": channels}[groups]
@@ -107,8 +117,12 @@ def test_groupnorm_matches_torch(dtype, shape, groups, kwargs):
 
 
 def test_constructors_take_torch_arguments():
-    pairs = [(norm.BatchNorm2d, nn.BatchNorm2d), (norm.InstanceNorm2d, nn.InstanceNorm2d),
-             (norm.LayerNorm, nn.LayerNorm), (norm.GroupNorm, nn.GroupNorm)]
+    pairs = [
+        (norm.BatchNorm2d, nn.BatchNorm2d),
+        (norm.InstanceNorm2d, nn.InstanceNorm2d),
+        (norm.LayerNorm, nn.LayerNorm),
+        (norm.GroupNorm, nn.GroupNorm),
+    ]
     for ours, ref in pairs:
         ours_params = inspect.signature(ours.__init__).parameters
         ref_params = inspect.signature(ref.__init__).parameters
@@ -119,9 +133,15 @@ def test_constructors_take_torch_arguments():
 
 def test_batchnorm_in_a_network_matches_torch_after_training_steps():
     def net(bn):
-        return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), bn(8), nn.ReLU(),
-                             nn.Conv2d(8, 4, 3, bias=False), bn(4), nn.Flatten(),
-                             nn.LazyLinear(2))
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, bias=False),
+            bn(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 4, 3, bias=False),
+            bn(4),
+            nn.Flatten(),
+            nn.LazyLinear(2),
+        )
 
     torch.manual_seed(0)
     ref = net(nn.BatchNorm2d)
@@ -169,3 +189,32 @@ def test_bad_arguments():
         norm.LayerNorm(5)(torch.randn(2, 4))
     with pytest.raises(ValueError, match="unknown layer"):
         norm.statistics_axes("BatchNorm3d")
+
+
+def test_loss_along_gradient_restores_the_model_and_starts_at_the_current_loss():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), norm.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)
+    )
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 2, (8,))
+    model(x)
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    losses, changes = norm.loss_along_gradient(model, x, y, [0.0, 0.1, 1.0])
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k  # parameters and running stats untouched
+    model.train()
+    expected = nn.functional.cross_entropy(model(x), y).item()
+    assert losses[0] == pytest.approx(expected, rel=1e-5)
+    assert changes[0] == 0.0
+    assert losses[1] < losses[0]  # a small step down the gradient lowers the loss
+
+
+def test_running_estimates_converge_to_the_data_statistics():
+    h = norm.running_estimates(
+        momentum=0.1, batch_size=256, steps=150, true_mean=-1.0, true_std=2.0
+    )
+    assert h["running_mean"][0] == pytest.approx(0.1 * h["batch_mean"][0], rel=1e-5)
+    assert abs(h["running_mean"][-1] + 1.0) < 0.05
+    assert abs(h["running_var"][-1] - 4.0) < 0.2

@@ -285,3 +285,13 @@ def test_checkpoint_written_by_fit_holds_plain_data(tmp_path):
     state = torch.load(path, weights_only=True)
     assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "history", "rng"}
     assert state["epoch"] == 1 and isinstance(state["history"]["train_loss"][0], float)
+
+
+def test_train_steps_cycles_the_loader_and_marks_divergence():
+    torch.manual_seed(0)
+    model = _model()
+    loader = DataLoader(_data(16), batch_size=8)  # 2 batches, cycled
+    losses = train.train_steps(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), 7)
+    assert len(losses) == 7 and losses[-1] < losses[0]
+    exploding = train.train_steps(model, loader, torch.optim.SGD(model.parameters(), lr=1e6), 50)
+    assert len(exploding) == 50 and exploding[-1] == math.inf

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -317,3 +318,115 @@ def statistics_axes(layer: str, num_groups: int = 2) -> tuple[str, ...]:
     if layer not in axes:
         raise ValueError(f"unknown layer {layer!r}; choose one of {sorted(axes)}")
     return axes[layer]
+
+
+def loss_along_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    distances: Sequence[float],
+    loss_fn=nn.functional.cross_entropy,
+) -> tuple[list[float], list[float]]:
+    """How the loss and its gradient change along the gradient direction.
+
+    From the current parameters theta with gradient g, moves a distance t
+    along the unit gradient direction and evaluates, for each t in
+    ``distances``, the loss L(theta - t g/|g|) and the gradient change
+    |grad L(theta - t g/|g|) - g|. Equal distances make networks with
+    gradients of different sizes comparable. Santurkar et al. (2018) use such
+    measurements to show that BN makes the landscape smoother.
+
+    The model is evaluated in train mode (batch statistics of ``x``) without
+    updating BN's running statistics; its parameters, gradients and mode are
+    left as they were.
+
+    Returns:
+        (losses, gradient_changes), one value per distance.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    saved_grads = [None if p.grad is None else p.grad.clone() for p in params]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # running statistics
+    was_training = model.training
+    model.train()
+
+    def loss_and_grad() -> tuple[float, list[torch.Tensor]]:
+        loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(loss, params)
+        return float(loss.detach()), [g.detach() for g in grads]
+
+    def norm_of(tensors) -> torch.Tensor:
+        return torch.sqrt(sum((t**2).sum() for t in tensors))
+
+    try:
+        _, g0 = loss_and_grad()
+        g0_norm = norm_of(g0)
+        losses, changes = [], []
+        for t in distances:
+            with torch.no_grad():
+                for p, p0, g in zip(params, saved, g0, strict=True):
+                    p.copy_(p0 - t * g / g0_norm)
+            loss, g = loss_and_grad()
+            losses.append(loss)
+            changes.append(float(norm_of([a - b for a, b in zip(g, g0, strict=True)])))
+    finally:
+        with torch.no_grad():
+            for p, p0, grad in zip(params, saved, saved_grads, strict=True):
+                p.copy_(p0)
+                p.grad = grad
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.train(was_training)
+    return losses, changes
+
+
+def running_estimates(
+    momentum: float,
+    batch_size: int,
+    steps: int,
+    true_mean: float = 2.0,
+    true_std: float = 3.0,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Feed ``steps`` batches of N(true_mean, true_std^2) data through a BatchNorm2d(1).
+
+    Returns the running mean and running variance after each step (and the
+    batch statistics), to see how momentum and batch size trade the speed of
+    convergence against the noise of the estimate. Used by the chapter's widget.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    bn = BatchNorm2d(1, momentum=momentum)
+    history: dict[str, list[float]] = {"running_mean": [], "running_var": [], "batch_mean": []}
+    for _ in range(steps):
+        x = true_mean + true_std * torch.randn(batch_size, 1, 4, 4, generator=generator)
+        bn(x)
+        history["running_mean"].append(float(bn.running_mean))
+        history["running_var"].append(float(bn.running_var))
+        history["batch_mean"].append(float(x.mean()))
+    return history
+
+
+def draw_statistics_cube(ax, layer: str, num_groups: int = 2, n: int = 4, c: int = 6, hw: int = 5):
+    """Draw an (N, C, H*W) cube on a 3-d matplotlib ``ax``, the voxels that share
+    one (mean, var) pair of ``layer`` highlighted (after Wu & He's figure).
+    """
+    axes = statistics_axes(layer, num_groups)
+    filled = np.ones((n, c, hw), dtype=bool)
+    colors = np.full(filled.shape, "#dddddd55", dtype=object)
+    sel_n = slice(None) if "N" in axes else slice(0, 1)
+    if "C" in axes:
+        sel_c = slice(None)
+    elif any(a.startswith("C/") for a in axes):
+        sel_c = slice(0, c // num_groups)
+    else:
+        sel_c = slice(0, 1)
+    colors[sel_n, sel_c, :] = "#3b6ea5ee"
+    ax.voxels(filled, facecolors=colors, edgecolor="#777777", linewidth=0.3)
+    ax.set_xlabel("N")
+    ax.set_ylabel("C")
+    ax.set_zlabel("H, W")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_zticks([])
+    ax.set_title(layer)
+    return ax

@@ -489,3 +489,44 @@ def _train_one_epoch(
         raise ValueError("the training loader is empty")
     accuracy = float(total_correct) / total_seen if accuracy_known else math.nan
     return float(total_loss) / total_seen, accuracy
+
+
+def train_steps(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    scheduler: Any = None,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """``steps`` optimizer steps, cycling over ``loader``; returns the loss of every step.
+
+    The short, step-level loop that learning-rate experiments need: a run
+    that diverges stops early and its remaining losses are ``inf``, so curves
+    of different runs keep the same length. Plain float32 (no AMP).
+
+    Used in chapters 1 and 6.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    model.to(device).train()
+    losses: list[float] = []
+    batches = iter(loader)
+    for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        loss = loss_fn(model(to_device(x, device)), to_device(y, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            losses += [math.inf] * (steps - len(losses))
+            break
+    return losses

@@ -100,17 +100,31 @@ class DeepCNN(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-def init_conv_weights(model: nn.Module, std: float | None) -> nn.Module:
-    """Re-initialise every conv and linear weight with N(0, std^2) (``None``: PyTorch's default).
+INITS = ("default", "kaiming", "small")
 
-    Chapter 1 uses a small ``std`` to show that BN makes training insensitive
-    to the scale of the initialisation.
+
+def init_conv_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
+    """Re-initialise every conv and linear weight of ``model`` (biases to zero).
+
+    - ``"default"``: PyTorch's own (Kaiming-uniform with a = sqrt(5), i.e. a
+      variance of 1 / (3 fan_in): too small to keep the signal alive through
+      many ReLU layers without normalisation);
+    - ``"kaiming"``: He et al.'s N(0, 2 / fan_in), which keeps the variance
+      of the activations constant through ReLU layers;
+    - ``"small"``: N(0, 0.01^2), a badly scaled initialisation.
+
+    Used in chapters 1 and 2.
     """
-    if std is None:
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of {INITS}")
+    if scheme == "default":
         return model
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, std)
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return model
