@@ -1,0 +1,166 @@
+"""ResNet18 as the slides draw it, from ResBlock A and ResBlock B (chapter 2).
+
+Shapes for a 3x224x224 image (the slides' table):
+
+    stem   7x7 conv/2 (no bias) -> BN -> ReLU      64 x 112 x 112
+           3x3 max-pool/2                          64 x  56 x  56
+    layer1 ResBlock A, ResBlock A                  64 x  56 x  56
+    layer2 ResBlock B, ResBlock A                 128 x  28 x  28
+    layer3 ResBlock B, ResBlock A                 256 x  14 x  14
+    layer4 ResBlock B, ResBlock A                 512 x   7 x   7
+    head   7x7 average pool -> FC                 512 -> 1000
+
+The attribute names are torchvision's, so its state_dict (ImageNet weights
+included) loads with ``strict=True`` and gives identical outputs.
+Used in chapters 2, 3, 4, 5 and 7.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+IMAGENET_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
+
+
+class ResBlockA(nn.Module):
+    """Keeps resolution and channels: relu(x + bn2(conv2(relu(bn1(conv1(x)))))).
+
+    Input and output (N, channels, H, W).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(x + out)
+
+
+class ResBlockB(nn.Module):
+    """Halves the resolution and doubles the channels.
+
+    Main path: 3x3 stride-2 conv -> BN -> ReLU -> 3x3 conv -> BN; the shortcut,
+    which must match the new shape, is a 1x1 stride-2 conv + BN
+    (``downsample``). Input (N, C, H, W), output (N, 2C, H/2, W/2).
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        out_channels = 2 * in_channels
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(self.downsample(x) + out)
+
+
+class ResNet18(nn.Module):
+    """Stem, four stages of two blocks, global average pool, FC. Input (N, 3, H, W)."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = nn.Sequential(ResBlockA(64), ResBlockA(64))
+        self.layer2 = nn.Sequential(ResBlockB(64), ResBlockA(128))
+        self.layer3 = nn.Sequential(ResBlockB(128), ResBlockA(256))
+        self.layer4 = nn.Sequential(ResBlockB(256), ResBlockA(512))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 512, H/32, W/32): the backbone used by detection heads."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def torch_home() -> Path:
+    """torchvision's cache folder: ``$TORCH_HOME`` or ``~/.cache/torch``."""
+    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision caches the ImageNet ResNet18 weights."""
+    return torch_home() / "hub" / "checkpoints" / IMAGENET_FILE
+
+
+def _can_reach(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's IMAGENET1K_V1 ResNet18 weights, from the cache or downloaded into it.
+
+    Raises:
+        RuntimeError: the file is not cached and the download server is not
+            reachable; the message says where to put the file.
+    """
+    path = imagenet_weights_path()
+    if not path.is_file():
+        if not _can_reach("download.pytorch.org"):
+            raise RuntimeError(
+                "The ImageNet weights of ResNet18 are not cached and download.pytorch.org "
+                f"cannot be reached (no network?).\n  Expected file: {path}\n"
+                f"  Download {IMAGENET_URL} on a machine with internet access and copy it "
+                "there (or set TORCH_HOME), or build the model with weights=None."
+            )
+        torch.hub.download_url_to_file(IMAGENET_URL, str(path), progress=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
+    """ResNet18 with torchvision's state_dict keys and shapes.
+
+    Args:
+        num_classes: size of the FC layer. With ``weights="imagenet"`` and a
+            number other than 1000, the backbone gets the ImageNet weights and
+            the new FC (num_classes x 512) keeps its random initialisation —
+            the starting point of fine-tuning (chapter 3).
+        weights: ``None`` (random) or ``"imagenet"`` (torchvision's IMAGENET1K_V1).
+    """
+    if weights not in (None, "imagenet"):
+        raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
+    model = ResNet18(num_classes)
+    if weights == "imagenet":
+        state = load_imagenet_state_dict()
+        if num_classes != 1000:
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})
+        model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,74 @@
+"""course.models.resnet18 against torchvision.models.resnet18."""
+
+import pytest
+import torch
+import torchvision
+
+import course.models.resnet as resnet_module
+from course.models import ResBlockA, ResBlockB, resnet18
+from course.utils import count_parameters
+
+
+def test_state_dict_keys_and_shapes_equal_torchvision():
+    ours, ref = resnet18().state_dict(), torchvision.models.resnet18().state_dict()
+    assert list(ours) == list(ref)
+    assert all(ours[k].shape == ref[k].shape for k in ref)
+
+
+@pytest.mark.parametrize("num_classes", [1000, 2])
+def test_torchvision_weights_load_strictly_and_give_identical_outputs(num_classes):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(num_classes=num_classes)
+    # Non-trivial BN statistics, so that eval mode really uses them.
+    ref.train()
+    with torch.no_grad():
+        ref(torch.rand(4, 3, 64, 64))
+    ref.eval()
+    ours = resnet18(num_classes=num_classes)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+
+
+def test_parameter_count_of_the_slides():
+    assert count_parameters(resnet18()) == 11_689_512
+
+
+def test_block_shapes():
+    x = torch.rand(2, 64, 56, 56)
+    assert ResBlockA(64)(x).shape == (2, 64, 56, 56)
+    assert ResBlockB(64)(x).shape == (2, 128, 28, 28)
+    assert ResBlockB(64)(torch.rand(1, 64, 7, 7)).shape == (1, 128, 4, 4)
+
+
+def test_imagenet_weights_offline_fail_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(resnet_module, "_can_reach", lambda host, port=443, timeout=3.0: False)
+    with pytest.raises(RuntimeError) as err:
+        resnet18(weights="imagenet")
+    message = str(err.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "weights=None" in message and resnet_module.IMAGENET_URL in message
+
+
+def test_imagenet_weights_load_from_torchvision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(resnet_module, "_can_reach", lambda *a, **k: pytest.fail("no network"))
+    torch.manual_seed(1)
+    cached = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(cached, path)
+    model = resnet18(weights="imagenet")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, cached[k]), k
+    two_class = resnet18(num_classes=2, weights="imagenet")
+    assert two_class.fc.weight.shape == (2, 512)
+    assert torch.equal(two_class.layer4[1].conv2.weight, cached["layer4.1.conv2.weight"])
+
+
+def test_unknown_weights_name():
+    with pytest.raises(ValueError, match="imagenet"):
+        resnet18(weights="IMAGENET1K_V2")
