@@ -41,3 +41,16 @@ def test_small_cnn_has_no_conv_bias_with_batch_norm():
     assert all(
         m.bias is not None for m in SmallCNN(batch_norm=False).modules() if isinstance(m, nn.Conv2d)
     )
+
+
+def test_block_gradient_norms_match_autograd_and_leave_grads_alone():
+    from course.models.deep import block_gradient_norms
+
+    torch.manual_seed(0)
+    model = DeepCNN(depth=3, width=4, batch_norm=False)
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    norms = block_gradient_norms(model, x, y)
+    assert all(p.grad is None for p in model.parameters())
+    nn.functional.cross_entropy(model(x), y).backward()
+    expected = [next(b.parameters()).grad.norm().item() for b in model.blocks]
+    assert norms == pytest.approx(expected, rel=1e-6)

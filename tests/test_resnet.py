@@ -72,3 +72,16 @@ def test_imagenet_weights_load_from_torchvision_cache(tmp_path, monkeypatch):
 def test_unknown_weights_name():
     with pytest.raises(ValueError, match="imagenet"):
         resnet18(weights="IMAGENET1K_V2")
+
+
+def test_shape_table_is_the_slides_table():
+    table = dict(resnet_module.shape_table(resnet18().eval(), torch.rand(1, 3, 224, 224)))
+    assert table["input"] == (3, 224, 224)
+    assert table["conv1"] == (64, 112, 112) and table["maxpool"] == (64, 56, 56)
+    assert [table[f"layer{i}"] for i in range(1, 5)] == [
+        (64, 56, 56),
+        (128, 28, 28),
+        (256, 14, 14),
+        (512, 7, 7),
+    ]
+    assert table["avgpool"] == (512, 1, 1) and table["fc"] == (1000,)

@@ -164,3 +164,25 @@ def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
             state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})
         model.load_state_dict(state, strict=True)
     return model
+
+
+def shape_table(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Output shape (without the batch dimension) of each top-level child of ``model``.
+
+    A real forward pass with forward hooks; ``("input", ...)`` comes first.
+    For ResNet18 and a 3x224x224 image this is the slides' table.
+    """
+    rows: list[tuple[str, tuple[int, ...]]] = [("input", tuple(x.shape[1:]))]
+    hooks = [
+        child.register_forward_hook(
+            lambda _m, _i, out, name=name: rows.append((name, tuple(out.shape[1:])))
+        )
+        for name, child in model.named_children()
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
