@@ -39,3 +39,10 @@ def test_show_images_titles_and_grid():
     plt.close(fig)
     with pytest.raises(ValueError, match="N, C, H, W"):
         show_images(torch.rand(3, 8, 8))
+
+
+def test_moving_average_clips_diverged_values():
+    from course.plots import moving_average
+
+    assert moving_average([1, 2, 3, 4], k=2).tolist() == [1.5, 2.5, 3.5]
+    assert moving_average([1.0, float("inf")], k=1, clip=5.0).tolist() == [1.0, 5.0]

@@ -88,6 +88,14 @@ class _RunningStatsNorm(nn.Module):
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
+    @torch.no_grad()
+    def _move_running_stats(
+        self, mean: torch.Tensor, unbiased_var: torch.Tensor, factor: float
+    ) -> None:
+        """running = (1 - factor) * running + factor * batch, for the mean and the variance."""
+        self.running_mean.mul_(1 - factor).add_(factor * mean)
+        self.running_var.mul_(1 - factor).add_(factor * unbiased_var)
+
     def _normalize_with_running_stats(self, x: torch.Tensor, shape) -> torch.Tensor:
         mean, var = self.running_mean.view(shape), self.running_var.view(shape)
         return (x - mean) / torch.sqrt(var + self.eps)
@@ -157,10 +165,8 @@ class BatchNorm2d(_RunningStatsNorm):
             factor = 1.0 / float(self.num_batches_tracked)
         else:
             factor = self.momentum
-        mean = x.mean(dim=dims)
         unbiased_var = x.var(dim=dims, unbiased=False) * (n / (n - 1))
-        self.running_mean.mul_(1 - factor).add_(factor * mean)
-        self.running_var.mul_(1 - factor).add_(factor * unbiased_var)
+        self._move_running_stats(x.mean(dim=dims), unbiased_var, factor)
 
 
 class InstanceNorm2d(_RunningStatsNorm):
@@ -199,11 +205,10 @@ class InstanceNorm2d(_RunningStatsNorm):
                 )
             y = normalize(x, (2, 3), self.eps)
             if self.training and self.track_running_stats and self.momentum is not None:
-                with torch.no_grad():
-                    mean = x.mean(dim=(2, 3)).mean(0)
-                    var = (x.var(dim=(2, 3), unbiased=False) * (n / (n - 1))).mean(0)
-                    self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-                    self.running_var.mul_(1 - self.momentum).add_(self.momentum * var)
+                # Batch averages of the per-instance statistics.
+                mean = x.detach().mean(dim=(2, 3)).mean(0)
+                var = (x.detach().var(dim=(2, 3), unbiased=False) * (n / (n - 1))).mean(0)
+                self._move_running_stats(mean, var, self.momentum)
         else:
             y = self._normalize_with_running_stats(x, shape)
         return _affine(y, self.weight, self.bias, shape)

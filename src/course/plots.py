@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -87,3 +88,13 @@ def show_images(
             ax.set_title(class_names[label] if class_names else str(label), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def moving_average(values: Sequence[float], k: int = 10, clip: float = 5.0) -> np.ndarray:
+    """Moving average over ``k`` steps of a loss curve, values above ``clip`` clipped first,
+    so that a diverged run (inf) shows as a flat line at the top of the plot.
+
+    Used in chapters 1 and 2.
+    """
+    values = np.minimum(np.asarray(values, dtype=float), clip)
+    return np.convolve(values, np.ones(k) / k, mode="valid")
