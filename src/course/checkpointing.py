@@ -1,0 +1,268 @@
+"""Gradient checkpointing: memory against recomputation (chapter 5).
+
+Backpropagation needs, for every operation, some of its inputs or outputs
+(the weights of a Linear need its input; a ReLU needs its output). Autograd
+keeps them alive from the forward pass until the backward pass reaches that
+operation: for a chain of n layers, n activations at once.
+
+Checkpointing (Chen et al., 2016) cuts the chain into k segments and keeps only
+each segment's input; during the backward pass each segment is run forward
+again to rebuild the activations it needs. Memory ~ k + n/k activations
+(minimised at k = sqrt(n)) for about one extra forward pass.
+
+Everything here measures rather than estimates: :func:`saved_activation_bytes`
+counts the bytes that autograd actually keeps, through saved-tensor hooks, so
+the chapter's memory curves are real on a CPU as well as on a GPU.
+
+Used in chapter 5 (and by ``benchmarks/checkpointing.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from course.utils import synchronize
+
+# ---------------------------------------------------------------------------
+# Measuring what autograd keeps
+# ---------------------------------------------------------------------------
+
+
+def _storage_key(t: torch.Tensor) -> tuple[str, int]:
+    storage = t.untyped_storage()
+    return (str(t.device), storage.data_ptr())
+
+
+def saved_activation_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Run ``model(*inputs)`` and return the bytes autograd keeps for the backward pass.
+
+    Every tensor that an operation saves for backward passes through the
+    ``pack`` hook of :func:`torch.autograd.graph.saved_tensors_hooks`. A
+    storage is counted once even when several operations save views of it
+    (a ReLU's output is also the next Linear's input), and the model's own
+    parameters and buffers are excluded: they stay in memory anyway.
+
+    Under non-reentrant checkpointing, the tensors saved inside a segment are
+    replaced by placeholders and never reach this hook; the segment's inputs,
+    which checkpointing keeps for the recomputation, do. So the count is the
+    memory that checkpointing really saves.
+
+    Returns:
+        Bytes held by saved activations at the end of the forward pass
+        (the output itself is not counted unless an operation saved it).
+    """
+    own = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[tuple[str, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key not in own:
+            seen[key] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(*inputs)
+    del out
+    return sum(seen.values())
+
+
+def peak_cuda_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Peak GPU memory (``torch.cuda.max_memory_allocated``) of one forward + backward.
+
+    Includes parameters, gradients and the workspace of the kernels, which
+    :func:`saved_activation_bytes` leaves out. CUDA only.
+    """
+    device = inputs[0].device
+    if device.type != "cuda":
+        raise ValueError("peak_cuda_bytes needs CUDA tensors; on CPU use saved_activation_bytes")
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    model(*inputs).float().sum().backward()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+# ---------------------------------------------------------------------------
+# Checkpointed models
+# ---------------------------------------------------------------------------
+
+
+def split_into_segments(n: int, segments: int) -> list[range]:
+    """Split layer indices 0..n-1 into ``segments`` contiguous, nearly equal ranges.
+
+    >>> split_into_segments(10, 3)
+    [range(0, 4), range(4, 7), range(7, 10)]
+    """
+    if not 1 <= segments <= n:
+        raise ValueError(f"segments must be between 1 and the number of layers {n}, "
+                         f"got {segments}")
+    sizes = [n // segments + (i < n % segments) for i in range(segments)]
+    starts = [sum(sizes[:i]) for i in range(segments)]
+    return [range(start, start + size) for start, size in zip(starts, sizes, strict=True)]
+
+
+@contextlib.contextmanager
+def keep_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Restore the running statistics of every BN layer in ``module`` on exit.
+
+    The recomputation of a checkpointed segment runs its BN layers forward a
+    second time in training mode, which updates ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` twice per step. Wrapping the
+    recomputation in this context undoes the second update; the outputs are
+    unaffected because in training mode BN normalises with the batch
+    statistics, not the running ones.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
+        for m in norms
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved, strict=True):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+
+
+class CheckpointedSequential(nn.Module):
+    """Run ``layers`` in ``segments`` checkpointed segments.
+
+    Only the input of each segment is kept for backward; the segment is
+    recomputed when the backward pass reaches it. As in
+    ``torch.utils.checkpoint.checkpoint_sequential``, the last segment is not
+    checkpointed: its backward comes first, so recomputing it would save
+    nothing. ``segments=1`` is therefore the plain model.
+
+    The layers are shared, not copied: wrapping a model does not change its
+    parameters or its state_dict keys (they gain a ``layers.`` prefix only).
+
+    Args:
+        layers: the modules, applied in order.
+        segments: number of segments, 1 <= segments <= len(layers).
+        preserve_rng_state: replay the random state during recomputation, so
+            that dropout draws the same mask twice (leave it True).
+        fix_batchnorm: undo the second update of BN running statistics made by
+            the recomputation (see :func:`keep_batchnorm_statistics`).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        segments: int,
+        preserve_rng_state: bool = True,
+        fix_batchnorm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+        self.segments = split_into_segments(len(self.layers), segments)
+        self.preserve_rng_state = preserve_rng_state
+        self.fix_batchnorm = fix_batchnorm
+
+    def _run(self, indices: range, x: torch.Tensor) -> torch.Tensor:
+        for i in indices:
+            x = self.layers[i](x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *checkpointed, last = self.segments
+        for indices in checkpointed:
+            if not torch.is_grad_enabled():
+                x = self._run(indices, x)
+                continue
+            segment = self.layers[indices.start : indices.stop]
+
+            def contexts(segment: nn.Module = segment):
+                recompute = (keep_batchnorm_statistics(segment) if self.fix_batchnorm
+                             else contextlib.nullcontext())
+                return contextlib.nullcontext(), recompute
+
+            x = checkpoint(
+                self._run,
+                indices,
+                x,
+                use_reentrant=False,
+                preserve_rng_state=self.preserve_rng_state,
+                context_fn=contexts,
+            )
+        return self._run(last, x)
+
+
+def peak_activation_bytes(model: CheckpointedSequential, x: torch.Tensor) -> int:
+    """Activation bytes alive at the worst moment of a checkpointed forward + backward.
+
+    Two moments compete: the end of the forward pass (the segment inputs plus
+    the last, non-checkpointed segment: :func:`saved_activation_bytes`) and
+    the backward pass through segment j, when the inputs of segments 0..j are
+    still kept and segment j's activations have been recomputed. Each term is
+    measured with :func:`saved_activation_bytes`; for a chain of n equal
+    layers in k segments the result is about k + n/k activations.
+    BN running statistics are left as they were.
+    """
+    with keep_batchnorm_statistics(model):
+        peak = saved_activation_bytes(model, x)
+        *checkpointed, _ = model.segments
+        kept, h = 0, x
+        for indices in checkpointed:
+            segment = model.layers[indices.start : indices.stop]
+            h = h.detach().requires_grad_(x.requires_grad)
+            peak = max(peak, kept + saved_activation_bytes(segment, h))
+            kept += h.untyped_storage().nbytes()
+            with torch.no_grad():
+                h = segment(h)
+    return peak
+
+
+def deep_chain(depth: int, width: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``depth`` blocks of Linear(width, width) + activation: the slides' chain of layers."""
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), activation())
+                           for _ in range(depth)])
+
+
+def resnet18_layers(model: nn.Module) -> list[nn.Module]:
+    """ResNet18 as a list of 10 modules (stem, 8 residual blocks, head), sharing its weights.
+
+    Checkpoint boundaries fall between blocks, never inside a residual
+    connection.
+    """
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    blocks = [*model.layer1, *model.layer2, *model.layer3, *model.layer4]
+    head = nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+    return [stem, *blocks, head]
+
+
+def best_segments(n: int) -> int:
+    """The segment count that minimises k + n/k: the integer nearest sqrt(n)."""
+    root = math.sqrt(n)
+    candidates = {max(1, math.floor(root)), min(n, math.ceil(root))}
+    return min(candidates, key=lambda k: (k + n / k, k))
+
+
+def step_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median wall time of one forward + backward (one warm-up run first)."""
+    times = []
+    for i in range(repeats + 1):
+        model.zero_grad(set_to_none=True)
+        synchronize(x.device)
+        start = time.perf_counter()
+        model(x).float().sum().backward()
+        synchronize(x.device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def largest_batch(bytes_per_sample: float, budget_bytes: float, fixed_bytes: float = 0.0) -> int:
+    """The largest batch whose activations fit ``budget_bytes`` (activations grow linearly)."""
+    if bytes_per_sample <= 0:
+        raise ValueError("bytes_per_sample must be positive")
+    return max(0, int((budget_bytes - fixed_bytes) // bytes_per_sample))
