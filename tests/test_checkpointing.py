@@ -7,6 +7,7 @@ from torch.utils.checkpoint import checkpoint_sequential
 
 from course.checkpointing import (
     CheckpointedSequential,
+    backprop_schedule,
     best_segments,
     deep_chain,
     largest_batch,
@@ -164,3 +165,26 @@ def test_benchmark_runs_at_small_size(capsys):
     )
     out = capsys.readouterr().out
     assert "deep chain" in out and "resnet18" in out and "overhead" in out
+
+
+@pytest.mark.parametrize("checkpoints", [None, (2, 4), (3,), (1, 2, 3, 4, 5)])
+def test_backprop_schedule_has_every_input_when_needed(checkpoints):
+    n = 6
+    steps = backprop_schedule(n, checkpoints)
+    assert [s.layer for s in steps if s.phase == "backward"] == list(range(n, 0, -1))
+    for step in steps:
+        if step.phase == "backward":
+            assert step.layer - 1 in step.alive
+    peak = max(len(s.alive) for s in steps)
+    recomputed = sum(s.phase == "recompute" for s in steps)
+    if checkpoints is None:
+        assert (peak, recomputed) == (n + 1, 0)
+    else:
+        assert peak < n + 1 or len(checkpoints) == n - 1
+        # every layer not directly below a kept activation is computed twice
+        assert recomputed == n - 1 - len(checkpoints)
+
+
+def test_backprop_schedule_rejects_bad_checkpoints():
+    with pytest.raises(ValueError, match="strictly between"):
+        backprop_schedule(4, (4,))

@@ -23,7 +23,10 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import matplotlib.colors
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -88,6 +91,73 @@ def peak_cuda_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
     model(*inputs).float().sum().backward()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device)
+
+
+# ---------------------------------------------------------------------------
+# The schedule of a chain, step by step (the slides' figure)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One step of forward/backward on a chain: which activations are in memory after it.
+
+    ``phase`` is "forward", "recompute" or "backward"; ``layer`` the layer
+    computed (forward, recompute) or back-propagated (backward), 1..n;
+    ``alive`` the indices of the activations a_0..a_n held in memory.
+    """
+
+    phase: str
+    layer: int
+    alive: frozenset[int]
+
+
+def backprop_schedule(n: int, checkpoints: Sequence[int] | None = None) -> list[Step]:
+    """Simulate backpropagation through layers a_i = f_i(a_{i-1}), i = 1..n.
+
+    Without ``checkpoints`` every activation is kept until the backward pass
+    has used it. With checkpoints (activation indices to keep, e.g. the
+    slides' (2, 4)) only a_0, the checkpoints and the current activation
+    survive the forward pass; when the backward pass enters a segment, the
+    segment is recomputed from its checkpoint. The backward step of layer i
+    needs a_{i-1} (for the weight gradient); after it, a_i is freed.
+    """
+    keep_all = checkpoints is None
+    kept = set(range(n + 1)) if keep_all else {0, *checkpoints}
+    if not keep_all and not all(0 < c < n for c in kept - {0}):
+        raise ValueError(f"checkpoints must lie strictly between 0 and {n}")
+    steps: list[Step] = []
+    alive = {0}
+    for i in range(1, n + 1):
+        alive.add(i)
+        steps.append(Step("forward", i, frozenset(alive)))
+        if not keep_all and i - 1 not in kept:
+            alive.discard(i - 1)
+    for i in range(n, 0, -1):
+        if i - 1 not in alive:  # rebuild the segment from the last checkpoint below it
+            start = max(c for c in kept if c < i - 1)
+            for j in range(start + 1, i):
+                alive.add(j)
+                steps.append(Step("recompute", j, frozenset(alive)))
+        alive.discard(i)
+        steps.append(Step("backward", i, frozenset(alive)))
+    return steps
+
+
+def draw_schedule(ax, steps: list[Step], n: int, title: str = "") -> None:
+    """One row per step, one column per activation a_0..a_n; colour = phase."""
+    colours = {"forward": 1, "recompute": 2, "backward": 3}
+    grid = np.zeros((len(steps), n + 1))
+    for row, step in enumerate(steps):
+        for j in step.alive:
+            grid[row, j] = colours[step.phase]
+    cmap = matplotlib.colors.ListedColormap(["white", "tab:blue", "tab:orange", "tab:green"])
+    ax.imshow(grid, cmap=cmap, vmin=0, vmax=3, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n + 1), [f"$a_{{{j}}}$" for j in range(n + 1)])
+    ax.set_yticks(range(len(steps)), [f"{s.phase[:3]} {s.layer}" for s in steps], fontsize=7)
+    peak = max(len(s.alive) for s in steps)
+    recomputed = sum(s.phase == "recompute" for s in steps)
+    ax.set_title(f"{title}\npeak {peak} activations, {recomputed} recomputed layers")
 
 
 # ---------------------------------------------------------------------------
