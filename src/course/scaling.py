@@ -1,0 +1,324 @@
+"""Large minibatches: the linear scaling rule, warmup and data-parallel training (chapter 6).
+
+The slides' argument (Goyal et al., 2017). With plain SGD and learning rate
+a, k steps on minibatches B_1..B_k of n samples give
+
+    w_{t+k} = w_t - a * sum_j g_j(w_{t+j-1})        (g_j: mean gradient on B_j)
+
+while one step on their union (k*n samples) with learning rate k*a gives
+
+    w'_{t+1} = w_t - k*a * (1/k) sum_j g_j(w_t) = w_t - a * sum_j g_j(w_t).
+
+They agree when g_j(w_{t+j-1}) ~ g_j(w_t): when the gradient changes little
+over k steps. Hence: multiply the learning rate by k when the minibatch is
+multiplied by k, and warm up (start small, grow linearly) during the first
+iterations, where the gradient changes fast.
+
+Run as a script, this module is the data-parallel example of the chapter::
+
+    torchrun --standalone --nproc_per_node=2 -m course.scaling --steps 100
+
+one process per GPU (nccl) or per CPU process (gloo); the DistributedSampler
+gives each process its share of every global minibatch, and DDP averages the
+gradients with an all-reduce during backward.
+
+Used in chapter 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# ---------------------------------------------------------------------------
+# The rule and the schedule
+# ---------------------------------------------------------------------------
+
+
+def linear_scaled_lr(base_lr: float, batch_size: int, base_batch_size: int = 256) -> float:
+    """Goyal et al.'s rule: lr = base_lr * batch_size / base_batch_size.
+
+    >>> linear_scaled_lr(0.1, 8192)  # ImageNet in one hour: 0.1 per 256 images
+    3.2
+    """
+    if batch_size <= 0 or base_batch_size <= 0:
+        raise ValueError("batch sizes must be positive")
+    return base_lr * batch_size / base_batch_size
+
+
+def warmup_factor(
+    step: int,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str = "cosine",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    start_factor: float = 0.0,
+) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0-based).
+
+    Linear warmup from ``start_factor`` at step 0 to exactly 1.0 at step
+    ``warmup_steps``, then
+
+    - ``"cosine"``: 0.5 * (1 + cos(pi * p)), p going from 0 at the end of
+      warmup to 1 at ``total_steps`` (factor 0 there);
+    - ``"step"``: multiplied by ``gamma`` at each of the ``milestones``
+      (absolute step numbers, as in Goyal et al.'s epochs 30, 60, 80);
+    - ``"none"``: constant 1.
+    """
+    if warmup_steps < 0 or total_steps < warmup_steps:
+        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and "
+                         f"{total_steps}")
+    if step < warmup_steps:
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
+    if decay == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if decay == "step":
+        return gamma ** sum(step >= m for m in milestones)
+    if decay == "none":
+        return 1.0
+    raise ValueError(f"decay must be 'cosine', 'step' or 'none', got {decay!r}")
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str = "cosine",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    start_factor: float = 0.0,
+) -> LambdaLR:
+    """A ``LambdaLR`` following :func:`warmup_factor`; call ``.step()`` after every optimizer step.
+
+    The optimizer's lr is the peak learning rate (the linearly scaled one).
+    """
+    warmup_factor(0, warmup_steps, total_steps, decay)  # validate the arguments now
+
+    def factor(step: int) -> float:
+        return warmup_factor(step, warmup_steps, total_steps, decay, milestones, gamma,
+                             start_factor)
+
+    return LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------
+# k small steps against one big step
+# ---------------------------------------------------------------------------
+
+
+def _sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
+              loss_fn: LossFn) -> None:
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def small_steps_vs_big_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    lr: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> float:
+    """Relative distance between k SGD steps (batch n, lr) and one step (batch k*n, k*lr).
+
+    ``x`` and ``y`` hold the k*n samples; they are cut into k consecutive
+    minibatches. Both runs start from ``model``'s weights (left unchanged).
+    Returns ||w_small - w_big|| / ||w_small - w_0||: 0 when the linear scaling
+    rule is exact, about 1 or more when it is meaningless.
+    """
+    if len(x) % k:
+        raise ValueError(f"{len(x)} samples cannot be cut into {k} equal minibatches")
+    w0 = flat_parameters(model)
+    small, big = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+    for xb, yb in zip(x.chunk(k), y.chunk(k), strict=True):
+        _sgd_step(small, xb, yb, lr, loss_fn)
+    _sgd_step(big, x, y, k * lr, loss_fn)
+    w_small, w_big = flat_parameters(small), flat_parameters(big)
+    return float((w_small - w_big).norm() / (w_small - w0).norm().clamp_min(1e-30))
+
+
+def accumulated_gradients(
+    model: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> list[torch.Tensor]:
+    """Gradients summed over micro-batches, each loss divided by their number.
+
+    For equal micro-batches and a model without batch statistics this is the
+    gradient of the mean loss over their union: a big batch on one GPU.
+    ``course.train.fit(grad_accum_steps=k)`` does the same inside its loop.
+    """
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        (loss_fn(model(x), y) / len(batches)).backward()
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+# ---------------------------------------------------------------------------
+# Data-parallel training with torch.distributed
+# ---------------------------------------------------------------------------
+
+
+def loopback_available() -> bool:
+    """Can processes on this machine talk over TCP on 127.0.0.1 (which gloo needs)?
+
+    False in a sandbox without a network, where the loopback interface is down.
+    """
+    try:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname(), timeout=2):
+                return True
+    except OSError:
+        return False
+
+
+def ddp_example_model(seed: int = 0) -> nn.Module:
+    """The small BN-free classifier that every process of the DDP example builds identically."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(32, 4),
+    )
+
+
+def ddp_example_data(n: int, seed: int = 0) -> TensorDataset:
+    """The data set of the DDP example: ``n`` 16x16 shape images (same on every process)."""
+    from course.data import make_shapes
+
+    return make_shapes(n, image_size=16, colored=False, seed=seed)
+
+
+def first_global_batch(data: TensorDataset, world: int, batch_per_process: int,
+                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples that all ``world`` processes read at the first step, concatenated.
+
+    One single-process SGD step on them, with the same lr, must give the
+    weights of one DDP step: the all-reduce averages the per-process
+    gradients, and the mean of equal-sized means is the mean of the union.
+    """
+    xs, ys = [], []
+    for rank in range(world):
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        indices = list(sampler)[:batch_per_process]
+        x, y = data[indices]
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def train_data_parallel(
+    steps: int,
+    batch_per_process: int,
+    base_lr: float,
+    base_batch_size: int,
+    warmup_steps: int,
+    out: Path | None,
+    samples: int = 2048,
+) -> None:
+    """Body of ``python -m course.scaling``, run by every process that torchrun starts.
+
+    Each process: joins the process group (nccl on GPUs, gloo on CPU), builds
+    the same model, wraps it in DistributedDataParallel, reads its shard of
+    every global minibatch through a DistributedSampler, and trains with the
+    linearly scaled lr and warmup. Rank 0 reports and saves the weights.
+    Plain SGD (no momentum, no weight decay) so that one step can be
+    compared exactly with a single-process step.
+    """
+    from course.train import save_checkpoint
+
+    use_cuda = torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+
+    model = ddp_example_model().to(device)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+    data = ddp_example_data(samples)
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=0)
+    loader = DataLoader(data, batch_size=batch_per_process, sampler=sampler, drop_last=True)
+
+    global_batch = batch_per_process * world
+    lr = linear_scaled_lr(base_lr, global_batch, base_batch_size)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
+    scheduler = warmup_schedule(optimizer, warmup_steps, steps, decay="cosine",
+                                start_factor=0.0 if warmup_steps else 1.0)
+    if rank == 0:
+        print(f"{world} processes ({'nccl' if use_cuda else 'gloo'}), {batch_per_process} "
+              f"samples each: global batch {global_batch}, peak lr {lr:g}", flush=True)
+    step, epoch = 0, 0
+    while step < steps:
+        sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on all processes
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = nn.functional.cross_entropy(ddp(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # DDP all-reduces (averages) the gradients here
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if rank == 0 and (step % 20 == 0 or step == steps):
+                print(f"step {step:4d}  loss {loss.item():.4f}", flush=True)
+            if step == steps:
+                break
+        epoch += 1
+    if rank == 0 and out is not None:
+        save_checkpoint(out, {"model": model.state_dict(), "world_size": world,
+                              "batch_per_process": batch_per_process, "steps": steps})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrun --standalone --nproc_per_node=N -m course.scaling",
+        description="Data-parallel training of a small CNN with the linear scaling rule.",
+    )
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-per-process", type=int, default=32)
+    parser.add_argument("--base-lr", type=float, default=0.1, help="lr for --base-batch-size")
+    parser.add_argument("--base-batch-size", type=int, default=256)
+    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=None, help="save the final weights here")
+    args = parser.parse_args(argv)
+    if "RANK" not in os.environ:
+        parser.error("run me with torchrun, e.g. "
+                     "torchrun --standalone --nproc_per_node=2 -m course.scaling")
+    train_data_parallel(args.steps, args.batch_per_process, args.base_lr, args.base_batch_size,
+                        args.warmup_steps, args.out, args.samples)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

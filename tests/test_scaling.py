@@ -1,0 +1,146 @@
+"""Chapter 6: the linear scaling rule, warmup schedules, accumulation and DDP."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from course.scaling import (
+    accumulated_gradients,
+    ddp_example_data,
+    ddp_example_model,
+    first_global_batch,
+    linear_scaled_lr,
+    loopback_available,
+    small_steps_vs_big_step,
+    warmup_factor,
+    warmup_schedule,
+)
+from course.train import load_checkpoint
+from tests.conftest import ROOT
+
+
+def test_linear_scaled_lr():
+    assert linear_scaled_lr(0.1, 256) == pytest.approx(0.1)
+    assert linear_scaled_lr(0.1, 8192) == pytest.approx(3.2)  # Goyal et al.
+    assert linear_scaled_lr(0.1, 64, base_batch_size=32) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        linear_scaled_lr(0.1, 0)
+
+
+def lrs(decay, warmup=10, total=100, **kwargs):
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=2.0)
+    sched = warmup_schedule(opt, warmup, total, decay=decay, **kwargs)
+    values = []
+    for _ in range(total + 1):
+        values.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return values
+
+
+@pytest.mark.parametrize("decay", ["cosine", "step", "none"])
+def test_warmup_rises_linearly_to_exactly_the_peak(decay):
+    values = lrs(decay, milestones=(50, 80))
+    assert values[0] == 0.0
+    assert values[10] == 2.0  # the end of warmup: factor exactly 1
+    warm = values[:11]
+    assert all(b > a for a, b in zip(warm, warm[1:], strict=False))
+    steps = [b - a for a, b in zip(warm, warm[1:], strict=False)]
+    assert max(steps) - min(steps) < 1e-12  # linear
+
+
+def test_cosine_decays_to_zero_at_total_steps():
+    values = lrs("cosine")
+    assert values[100] == pytest.approx(0.0, abs=1e-12)
+    assert values[55] == pytest.approx(1.0)  # halfway through the decay: half the peak
+    decay = values[10:]
+    assert all(b <= a for a, b in zip(decay, decay[1:], strict=False))
+
+
+def test_step_decay_multiplies_by_gamma_at_milestones():
+    values = lrs("step", milestones=(50, 80), gamma=0.1)
+    assert values[49] == 2.0 and values[50] == pytest.approx(0.2)
+    assert values[79] == pytest.approx(0.2) and values[80] == pytest.approx(0.02)
+
+
+def test_warmup_start_factor_and_bad_arguments():
+    assert warmup_factor(0, 5, 10, start_factor=0.2) == pytest.approx(0.2)
+    assert warmup_factor(5, 5, 10, decay="none", start_factor=0.2) == 1.0
+    assert warmup_factor(3, 0, 10, decay="none") == 1.0
+    with pytest.raises(ValueError, match="decay must be"):
+        warmup_factor(7, 5, 10, decay="linear")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        warmup_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1), 20, 10)
+
+
+def test_small_steps_vs_big_step_is_exact_for_a_linear_regression_with_tiny_lr():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).double()
+    x, y = torch.randn(64, 5, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+    mse = nn.functional.mse_loss
+    tiny = small_steps_vs_big_step(model, x, y, k=8, lr=1e-6, loss_fn=mse)
+    large = small_steps_vs_big_step(model, x, y, k=8, lr=0.2, loss_fn=mse)
+    assert tiny < 1e-4 < 0.1 < large
+    assert small_steps_vs_big_step(model, x, y, k=1, lr=0.2, loss_fn=mse) == 0.0
+
+
+def test_accumulated_gradients_equal_one_big_batch_without_bn():
+    torch.manual_seed(0)
+    model = ddp_example_model().double()
+    data = ddp_example_data(32)
+    x, y = data.tensors[0].double(), data.tensors[1]
+    accumulated = accumulated_gradients(model, [(x[:16], y[:16]), (x[16:], y[16:])])
+    big = accumulated_gradients(model, [(x, y)])
+    for a, b in zip(accumulated, big, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_first_global_batch_is_the_union_of_the_shards():
+    data = ddp_example_data(64)
+    x, y = first_global_batch(data, world=2, batch_per_process=8)
+    assert x.shape == (16, 3, 16, 16) and y.shape == (16,)
+    # no sample twice
+    assert len({tuple(row.tolist()) for row in x.flatten(1)[:, :20]}) == 16
+
+
+@pytest.mark.skipif(not loopback_available(),
+                    reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox")
+def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
+    out = tmp_path / "ddp.pt"
+    n, base_lr, base_batch = 8, 0.5, 16
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "course.scaling", "--steps", "1", "--batch-per-process", str(n),
+           "--base-lr", str(base_lr), "--base-batch-size", str(base_batch),
+           "--warmup-steps", "0", "--samples", "256", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp_weights = load_checkpoint(out)["model"]
+
+    model = ddp_example_model()
+    x, y = first_global_batch(ddp_example_data(256), world=2, batch_per_process=n)
+    lr = linear_scaled_lr(base_lr, 2 * n, base_batch)
+    assert math.isclose(lr, base_lr)
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+    moved = False
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(ddp_weights[key], value, rtol=0, atol=1e-6)
+        moved |= not torch.equal(value, ddp_example_model().state_dict()[key])
+    assert moved  # the step did change the weights
+
+
+def test_script_refuses_to_run_without_torchrun():
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, "-m", "course.scaling"], capture_output=True,
+                            text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode != 0 and "torchrun" in result.stderr
