@@ -16,6 +16,8 @@ from course.scaling import (
     first_global_batch,
     linear_scaled_lr,
     loopback_available,
+    run_torchrun,
+    sgd_step,
     small_steps_vs_big_step,
     warmup_factor,
     warmup_schedule,
@@ -114,12 +116,9 @@ def test_first_global_batch_is_the_union_of_the_shards():
 def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
     out = tmp_path / "ddp.pt"
     n, base_lr, base_batch = 8, 0.5, 16
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "course.scaling", "--steps", "1", "--batch-per-process", str(n),
-           "--base-lr", str(base_lr), "--base-batch-size", str(base_batch),
-           "--warmup-steps", "0", "--samples", "256", "--out", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    result = run_torchrun(2, ["--steps", "1", "--batch-per-process", str(n),
+                              "--base-lr", str(base_lr), "--base-batch-size", str(base_batch),
+                              "--warmup-steps", "0", "--samples", "256", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     ddp_weights = load_checkpoint(out)["model"]
 
@@ -127,11 +126,7 @@ def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
     x, y = first_global_batch(ddp_example_data(256), world=2, batch_per_process=n)
     lr = linear_scaled_lr(base_lr, 2 * n, base_batch)
     assert math.isclose(lr, base_lr)
-    model.zero_grad()
-    nn.functional.cross_entropy(model(x), y).backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            p -= lr * p.grad
+    sgd_step(model, x, y, lr)
     moved = False
     for key, value in model.state_dict().items():
         torch.testing.assert_close(ddp_weights[key], value, rtol=0, atol=1e-6)

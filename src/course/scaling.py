@@ -32,6 +32,7 @@ import copy
 import math
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,8 +124,9 @@ def warmup_schedule(
 # ---------------------------------------------------------------------------
 
 
-def _sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
-              loss_fn: LossFn) -> None:
+def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
+             loss_fn: LossFn = nn.functional.cross_entropy) -> None:
+    """One plain SGD step (no momentum) on the minibatch (x, y), in place."""
     model.zero_grad(set_to_none=True)
     loss_fn(model(x), y).backward()
     with torch.no_grad():
@@ -157,8 +159,8 @@ def small_steps_vs_big_step(
     w0 = flat_parameters(model)
     small, big = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     for xb, yb in zip(x.chunk(k), y.chunk(k), strict=True):
-        _sgd_step(small, xb, yb, lr, loss_fn)
-    _sgd_step(big, x, y, k * lr, loss_fn)
+        sgd_step(small, xb, yb, lr, loss_fn)
+    sgd_step(big, x, y, k * lr, loss_fn)
     w_small, w_big = flat_parameters(small), flat_parameters(big)
     return float((w_small - w_big).norm() / (w_small - w0).norm().clamp_min(1e-30))
 
@@ -298,6 +300,21 @@ def train_data_parallel(
                               "batch_per_process": batch_per_process, "steps": steps})
     dist.barrier()
     dist.destroy_process_group()
+
+
+def run_torchrun(
+    nproc: int, args: Sequence[str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Launch ``torchrun --standalone --nproc_per_node=nproc -m course.scaling ARGS`` on CPU.
+
+    What a student types in a terminal, from Python (the notebook and the
+    tests use it). CUDA is hidden so that the processes use gloo on CPU;
+    on a machine with N GPUs run torchrun yourself with ``--nproc_per_node=N``.
+    """
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "course.scaling", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
