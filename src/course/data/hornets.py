@@ -1,0 +1,447 @@
+"""The Asian-hornet presence/absence data set: real photos or a synthetic stand-in (chapter 3).
+
+Layout, for real photos and for the generated set alike (an ImageFolder)::
+
+    DATA/hornets/presence/*.jpg|png   1042 images in the slides
+    DATA/hornets/absence/*.jpg|png    1844 images
+
+``DATA`` is ``$COURSE_DATA`` or ``./data``. :func:`make_synthetic_hornets`
+writes the same layout with the slides' class ratio: textured backgrounds
+(foliage, sky, bark, flowers), Asian hornets (Vespa velutina: dark thorax,
+dark abdomen with one orange band, yellow legs, wings) at random pose, scale
+and position, and, in both classes, distractors (honeybees, yellow-and-black
+wasps, flies, ladybirds, striped objects), so the task is not trivial.
+
+:func:`load_hornet_images` reads either into memory, reporting unreadable
+files by name; :func:`stratified_split` makes the train/validation/test split.
+
+Used in chapters 3 and 4.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
+SLIDES_COUNTS = {"presence": 1042, "absence": 1844}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+BACKGROUNDS = ("foliage", "sky", "bark", "flowers")
+DISTRACTORS = ("bee", "wasp", "fly", "ladybird", "stripes")
+
+
+def data_root() -> Path:
+    """``$COURSE_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get("COURSE_DATA", "data"))
+
+
+# ---------------------------------------------------------------------------
+# Drawing
+# ---------------------------------------------------------------------------
+
+
+def _jitter(rng: np.random.Generator, rgb: Sequence[int], amount: int = 25) -> tuple[int, ...]:
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
+
+
+def draw_background(rng: np.random.Generator, kind: str, size: int) -> Image.Image:
+    """A textured ``size`` x ``size`` RGB background: foliage, sky, bark or flowers."""
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    s = size
+    if kind == "sky":
+        top, bottom = (
+            np.array(_jitter(rng, (90, 150, 230))),
+            np.array(_jitter(rng, (180, 210, 245))),
+        )
+        for row in range(s):
+            draw.line(
+                [(0, row), (s, row)], fill=tuple(int(v) for v in top + (bottom - top) * row / s)
+            )
+        for _ in range(rng.integers(1, 5)):  # clouds
+            x, y, w, h = (
+                rng.uniform(0, s),
+                rng.uniform(0, s),
+                rng.uniform(0.2, 0.5) * s,
+                rng.uniform(0.08, 0.2) * s,
+            )
+            draw.ellipse([x - w, y - h, x + w, y + h], fill=_jitter(rng, (240, 240, 245), 10))
+        return image.filter(ImageFilter.GaussianBlur(s / 40))
+    if kind == "bark":
+        draw.rectangle([0, 0, s, s], fill=_jitter(rng, (110, 80, 55), 10))
+        for _ in range(int(s / 3)):
+            x = rng.uniform(0, s)
+            points = [
+                (x + rng.normal(0, s / 60) + 4 * math.sin(y / 7), y) for y in range(0, s + 8, 8)
+            ]
+            draw.line(points, fill=_jitter(rng, (70, 50, 35)), width=int(rng.integers(1, 3)))
+        return image
+    # foliage and flowers start from leaves
+    draw.rectangle([0, 0, s, s], fill=_jitter(rng, (60, 110, 50)))
+    for _ in range(int(s * 0.8)):
+        x, y = rng.uniform(0, s, 2)
+        w, h = rng.uniform(0.03, 0.12) * s, rng.uniform(0.015, 0.05) * s
+        draw.ellipse([x - w, y - h, x + w, y + h], fill=_jitter(rng, (70, 130, 55), 40))
+    image = image.filter(ImageFilter.GaussianBlur(s / 150))
+    if kind == "flowers":
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.integers(3, 9)):
+            _draw_flower(
+                draw, rng, rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.04, 0.1) * s
+            )
+    return image
+
+
+def _draw_flower(draw: ImageDraw.ImageDraw, rng, x: float, y: float, r: float) -> None:
+    petal = _jitter(
+        rng,
+        [(240, 240, 240), (230, 120, 180), (250, 220, 60), (160, 120, 220)][rng.integers(4)],
+        15,
+    )
+    for k in range(6):
+        a = 2 * math.pi * k / 6
+        px, py = x + r * math.cos(a), y + r * math.sin(a)
+        draw.ellipse([px - r * 0.6, py - r * 0.6, px + r * 0.6, py + r * 0.6], fill=petal)
+    draw.ellipse([x - r * 0.45, y - r * 0.45, x + r * 0.45, y + r * 0.45], fill=(240, 190, 40))
+
+
+def _insect_layer(rng: np.random.Generator, kind: str, length: int) -> Image.Image:
+    """An insect seen from above, head up, on a transparent RGBA layer of height ``length``."""
+    w, h = length, length
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    cx = w / 2
+
+    def ell(x, y, rx, ry, colour):
+        d.ellipse([x - rx, y - ry, x + rx, y + ry], fill=colour)
+
+    if kind == "ladybird":
+        ell(cx, h * 0.55, w * 0.3, h * 0.33, _jitter(rng, (200, 30, 30), 20) + (255,))
+        ell(cx, h * 0.2, w * 0.14, h * 0.09, (20, 20, 20, 255))
+        for _ in range(6):
+            ell(
+                cx + rng.uniform(-0.2, 0.2) * w,
+                h * rng.uniform(0.35, 0.8),
+                w * 0.05,
+                w * 0.05,
+                (15, 15, 15, 255),
+            )
+        return layer
+    if kind == "stripes":  # a striped object, not an insect: yellow/black bands
+        colours = [_jitter(rng, (240, 200, 30), 15) + (255,), (20, 20, 20, 255)]
+        band = h / rng.integers(6, 11)
+        for i in range(int(h / band) + 1):
+            d.rectangle([w * 0.2, i * band, w * 0.8, (i + 1) * band], fill=colours[i % 2])
+        return layer
+
+    palette = {
+        # (head, thorax, abdomen base, band colour, number of bands, legs, wing alpha)
+        "hornet": ((225, 140, 40), (35, 25, 20), (40, 28, 22), (235, 150, 30), 1, (230, 200, 60)),
+        "bee": ((60, 45, 30), (120, 85, 40), (200, 140, 50), (60, 40, 25), 4, (60, 45, 30)),
+        "wasp": ((240, 200, 30), (30, 25, 20), (240, 205, 30), (25, 20, 15), 4, (230, 190, 40)),
+        "fly": ((150, 30, 30), (70, 70, 75), (80, 80, 85), (60, 60, 65), 2, (40, 40, 40)),
+    }[kind]
+    head, thorax, abdomen, band, n_bands, legs = (
+        _jitter(rng, palette[0], 15),
+        _jitter(rng, palette[1], 10),
+        _jitter(rng, palette[2], 15),
+        _jitter(rng, palette[3], 15),
+        palette[4],
+        _jitter(rng, palette[5], 15),
+    )
+    for side in (-1, 1):  # three legs per side
+        for k, y in enumerate((0.38, 0.45, 0.52)):
+            d.line(
+                [(cx, h * y), (cx + side * w * 0.3, h * (y + (k - 1) * 0.12 + 0.05))],
+                fill=legs + (255,),
+                width=max(1, int(w * 0.025)),
+            )
+    ab_top, ab_bottom = h * 0.42, h * 0.92 if kind != "fly" else h * 0.75
+    ab_w = w * (0.17 if kind != "fly" else 0.15)
+    ell(cx, (ab_top + ab_bottom) / 2, ab_w, (ab_bottom - ab_top) / 2, abdomen + (255,))
+    if kind == "hornet":  # Vespa velutina: one orange band near the tip (4th segment)
+        y0 = ab_top + (ab_bottom - ab_top) * 0.62
+        d.rectangle(
+            [cx - ab_w * 0.92, y0, cx + ab_w * 0.92, y0 + (ab_bottom - ab_top) * 0.16],
+            fill=band + (255,),
+        )
+        d.rectangle(
+            [
+                cx - ab_w * 0.8,
+                ab_top + (ab_bottom - ab_top) * 0.25,
+                cx + ab_w * 0.8,
+                ab_top + (ab_bottom - ab_top) * 0.28,
+            ],
+            fill=(180, 120, 40, 255),
+        )
+    else:
+        for i in range(n_bands):
+            y0 = ab_top + (ab_bottom - ab_top) * (0.15 + 0.2 * i)
+            d.rectangle(
+                [cx - ab_w * 0.9, y0, cx + ab_w * 0.9, y0 + (ab_bottom - ab_top) * 0.08],
+                fill=band + (255,),
+            )
+    ell(cx, h * 0.36, w * 0.13, h * 0.1, thorax + (255,))
+    ell(cx, h * 0.21, w * 0.1, h * 0.07, head + (255,))
+    if kind == "fly":  # big red eyes
+        ell(cx - w * 0.07, h * 0.2, w * 0.05, h * 0.05, (170, 20, 20, 255))
+        ell(cx + w * 0.07, h * 0.2, w * 0.05, h * 0.05, (170, 20, 20, 255))
+    wing = (200, 205, 215, int(rng.integers(110, 170)))
+    wings = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    wd = ImageDraw.Draw(wings)
+    spread = rng.uniform(0.05, 0.25) * w
+    for side in (-1, 1):
+        wx = cx + side * (w * 0.1 + spread)
+        wd.ellipse([wx - w * 0.08, h * 0.3, wx + w * 0.08, h * 0.72], fill=wing)
+    return Image.alpha_composite(layer, wings)
+
+
+def _paste_insect(image: Image.Image, rng: np.random.Generator, kind: str, scale: float) -> None:
+    size = image.size[0]
+    length = max(8, int(scale * size))
+    layer = _insect_layer(rng, kind, length).rotate(
+        rng.uniform(0, 360), expand=True, resample=Image.BILINEAR
+    )
+    cx, cy = rng.uniform(0.2, 0.8, size=2) * size  # the insect's centre stays inside
+    image.paste(layer, (int(cx - layer.size[0] / 2), int(cy - layer.size[1] / 2)), layer)
+
+
+def render_hornet_scene(seed: int, presence: bool, size: int = 128) -> Image.Image:
+    """One synthetic photo: background, 0-2 distractors, and a hornet when ``presence``.
+
+    Deterministic from ``seed``. The hornet covers 25-50 % of the image
+    side (the slides' trap photos are close-ups); distractors appear in both
+    classes, so their presence says nothing about the label.
+    """
+    rng = np.random.default_rng(seed)
+    image = draw_background(rng, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], size)
+    for _ in range(rng.choice(3, p=[0.35, 0.45, 0.2])):
+        _paste_insect(
+            image, rng, DISTRACTORS[rng.integers(len(DISTRACTORS))], rng.uniform(0.2, 0.45)
+        )
+    if presence:
+        _paste_insect(image, rng, "hornet", rng.uniform(0.25, 0.5))
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, size / 200)))
+    noise = rng.normal(0, rng.uniform(2, 8), (size, size, 3))
+    return Image.fromarray(
+        np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    )
+
+
+def make_synthetic_hornets(
+    root: str | os.PathLike | None = None,
+    scale: float = 1.0,
+    size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write ``root/hornets/{presence,absence}/*.png`` with the slides' class ratio.
+
+    ``scale`` multiplies the slides' counts (1042 presence, 1844 absence).
+    Files that already exist are kept, so a second call is instant.
+    Returns the ``hornets`` folder.
+    """
+    folder = Path(root if root is not None else data_root()) / "hornets"
+    jobs = []
+    for cls, count in SLIDES_COUNTS.items():
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(max(1, round(count * scale))):
+            jobs.append((cls, i))
+    for cls, i in tqdm(jobs, desc="generating hornet photos", disable=not progress):
+        path = folder / cls / f"{cls}_{i:05d}.png"
+        if not path.exists():
+            image_seed = seed * 1_000_003 + (i * 2 + (cls == "presence"))
+            tmp = path.with_suffix(".tmp.png")
+            render_hornet_scene(image_seed, cls == "presence", size).save(tmp)
+            os.replace(tmp, path)  # never leave a half-written image behind
+    return folder
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def find_hornet_images(folder: str | os.PathLike) -> tuple[list[Path], list[int]]:
+    """Paths and labels (0 absence, 1 presence) of the images under ``folder``.
+
+    Raises:
+        FileNotFoundError: the folder, or one of its class folders, is missing
+            or holds no image; the message gives the expected layout and how to
+            generate the synthetic set.
+    """
+    folder = Path(folder)
+    help_text = (
+        f"Expected the layout\n  {folder}/presence/*.jpg\n  {folder}/absence/*.jpg\n"
+        "Put the hornet photos there (set COURSE_DATA to the folder that holds 'hornets'), "
+        "or generate the synthetic stand-in with\n"
+        "  from course.data.hornets import make_synthetic_hornets; make_synthetic_hornets()"
+    )
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No folder {folder}. {help_text}")
+    paths, labels = [], []
+    for label, cls in enumerate(CLASSES):
+        class_dir = folder / cls
+        if not class_dir.is_dir():
+            raise FileNotFoundError(f"No folder {class_dir}. {help_text}")
+        found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(f"No image in {class_dir}. {help_text}")
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
+
+
+def _load_rgb(path: Path, size: int) -> np.ndarray:
+    """Resize the short side to ``size`` and center-crop: (size, size, 3) uint8."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        w, h = image.size
+        r = size / min(w, h)
+        image = image.resize((max(size, round(w * r)), max(size, round(h * r))), Image.BILINEAR)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def load_hornet_images(
+    folder: str | os.PathLike, size: int, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """Read every image into memory: uint8 (N, 3, size, size), labels (N,), paths.
+
+    Unreadable or corrupt files are skipped with a warning that names each
+    of them; they are never silently dropped.
+    """
+    paths, labels = find_hornet_images(folder)
+    images, kept_labels, kept_paths, bad = [], [], [], []
+    for path, label in tqdm(
+        list(zip(paths, labels, strict=True)), desc="reading images", disable=not progress
+    ):
+        try:
+            images.append(_load_rgb(path, size))
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            bad.append(f"{path} ({type(error).__name__})")
+            continue
+        kept_labels.append(label)
+        kept_paths.append(path)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad), stacklevel=2)
+    if not images:
+        raise FileNotFoundError(f"no readable image under {folder}")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(kept_labels), kept_paths
+
+
+def stratified_split(
+    labels: Sequence[int] | torch.Tensor,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> tuple[list[int], list[int], list[int]]:
+    """Train / validation / test indices with every class in the same proportions.
+
+    Each class is shuffled (reproducibly from ``seed``) and cut by
+    ``fractions``; the three lists are disjoint and cover every index.
+    The slides' rule: choose on validation, confirm once on test.
+    """
+    if not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_train = round(fractions[0] * len(idx))
+        n_val = round(fractions[1] * len(idx))
+        for part, chunk in zip(parts, np.split(idx, [n_train, n_train + n_val]), strict=True):
+            part += chunk.tolist()
+    return tuple(sorted(p) for p in parts)  # type: ignore[return-value]
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images in memory -> (float image in [0, 1], label), with an optional transform.
+
+    The transform (e.g. :func:`train_augmentations`) gets a float (3, H, W) tensor.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i].float() / 255
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[i]
+
+
+class GaussianNoise(torch.nn.Module):
+    """Add N(0, sigma^2) noise and clamp to [0, 1] (the slides' *bruit* augmentation)."""
+
+    def __init__(self, sigma: float = 0.03) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.sigma * torch.randn_like(x)).clamp(0, 1)
+
+
+def train_augmentations(randaugment: bool = False):
+    """The slides' augmentations with ``torchvision.transforms.v2``, on float images in [0, 1].
+
+    Mirror, affine (rotation, translation, scale), colour jitter, noise and
+    random erasing; ``randaugment=True`` replaces the hand-picked geometric
+    and colour ones by RandAugment (which works on uint8 images).
+    """
+    from torchvision.transforms import v2
+
+    erase = v2.RandomErasing(p=0.25, scale=(0.02, 0.1))
+    if randaugment:
+        return v2.Compose(
+            [
+                v2.ToDtype(torch.uint8, scale=True),
+                v2.RandAugment(),
+                v2.ToDtype(torch.float32, scale=True),
+                erase,
+            ]
+        )
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.85, 1.15)),
+            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
+            GaussianNoise(0.03),
+            erase,
+        ]
+    )
+
+
+def make_insect_source_task(n: int, size: int, seed: int = 0) -> torch.utils.data.TensorDataset:
+    """A synthetic *source* task for pretraining: which insect or object is in the picture?
+
+    Five classes (:data:`DISTRACTORS`: bee, wasp, fly, ladybird, stripes), one
+    object per image on the same textured backgrounds, and no hornet: the
+    network learns textures, stripes, colours and body plans, but never sees
+    the target class. It stands in for ImageNet when the weights cannot be
+    downloaded (chapter 3). Returns float images in [0, 1], (n, 3, size, size).
+    """
+    render = max(size, 64)  # draw at >= 64 px, then downsample (anti-aliasing)
+    labels = np.arange(n) % len(DISTRACTORS)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        rng = np.random.default_rng(seed * 1_000_003 + 7919 * i + 1)
+        image = draw_background(rng, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], render)
+        _paste_insect(image, rng, DISTRACTORS[label], rng.uniform(0.3, 0.55))
+        images[i] = np.asarray(image.resize((size, size), Image.BILINEAR))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return torch.utils.data.TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))

@@ -1,0 +1,193 @@
+"""Chapter 3: the hornet data, the split, freezing and the pretrained fallback."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course.data import hornets
+from course.data.hornets import (
+    ImageTensorDataset,
+    find_hornet_images,
+    load_hornet_images,
+    make_insect_source_task,
+    make_synthetic_hornets,
+    render_hornet_scene,
+    stratified_split,
+    train_augmentations,
+)
+from course.finetune import (
+    balanced_accuracy,
+    confusion_matrix,
+    freeze_backbone,
+    load_hornet_data,
+    param_groups,
+    pretrained_resnet18,
+    replace_head,
+)
+from course.models import resnet as resnet_module
+from course.models import resnet18
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return make_synthetic_hornets(root, scale=0.01, size=48, progress=False)
+
+
+def test_generator_writes_the_slides_ratio_and_is_deterministic(small_set, tmp_path):
+    paths, labels = find_hornet_images(small_set)
+    assert labels.count(1) == round(1042 * 0.01) and labels.count(0) == round(1844 * 0.01)
+    again = make_synthetic_hornets(tmp_path, scale=0.01, size=48, progress=False)
+
+    def digest(folder):
+        return [hashlib.sha256(p.read_bytes()).hexdigest() for p in find_hornet_images(folder)[0]]
+
+    assert digest(small_set) == digest(again)
+    a = np.asarray(render_hornet_scene(1, True, 64))
+    assert np.array_equal(a, np.asarray(render_hornet_scene(1, True, 64)))
+    assert not np.array_equal(a, np.asarray(render_hornet_scene(2, True, 64)))
+
+
+def test_hornet_is_what_differs_between_classes():
+    # same seed, with and without the hornet: only the hornet's pixels change
+    with_hornet = np.asarray(render_hornet_scene(5, True, 96)).astype(int)
+    without = np.asarray(render_hornet_scene(5, False, 96)).astype(int)
+    changed = (np.abs(with_hornet - without).sum(-1) > 60).mean()
+    assert 0.02 < changed < 0.5
+
+
+def test_stratified_split_is_disjoint_complete_stratified_and_reproducible():
+    labels = [1] * 104 + [0] * 184
+    train, val, test = stratified_split(labels, (0.7, 0.15, 0.15), seed=3)
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert sorted(train + val + test) == list(range(len(labels)))
+    for part, fraction in ((train, 0.7), (val, 0.15), (test, 0.15)):
+        positives = sum(labels[i] for i in part)
+        assert abs(positives - fraction * 104) <= 1
+        assert abs(len(part) - positives - fraction * 184) <= 1
+    assert (train, val, test) == stratified_split(labels, (0.7, 0.15, 0.15), seed=3)
+    assert train != stratified_split(labels, (0.7, 0.15, 0.15), seed=4)[0]
+    with pytest.raises(ValueError, match="sum to 1"):
+        stratified_split(labels, (0.5, 0.2, 0.2))
+
+
+def test_corrupt_image_is_skipped_with_a_warning_naming_it(small_set, tmp_path):
+    folder = tmp_path / "hornets"
+    for cls in ("presence", "absence"):
+        (folder / cls).mkdir(parents=True)
+        for p in sorted((small_set / cls).iterdir())[:3]:
+            (folder / cls / p.name).write_bytes(p.read_bytes())
+    bad = folder / "presence" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    truncated = folder / "absence" / "truncated.png"
+    truncated.write_bytes((small_set / "absence" / "absence_00000.png").read_bytes()[:100])
+    with pytest.warns(UserWarning, match="broken.jpg") as record:
+        x, y, paths = load_hornet_images(folder, 32, progress=False)
+    assert "truncated.png" in str(record[0].message)
+    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.uint8
+    assert bad not in paths and truncated not in paths and y.tolist().count(1) == 3
+
+
+def test_missing_or_empty_folder_gives_the_documented_error(tmp_path):
+    expected = r"(?s)No folder .*nowhere\. .*presence/\*.jpg.*make_synthetic"
+    with pytest.raises(FileNotFoundError, match=expected):
+        find_hornet_images(tmp_path / "nowhere")
+    (tmp_path / "h" / "presence").mkdir(parents=True)
+    (tmp_path / "h" / "absence").mkdir()
+    with pytest.raises(FileNotFoundError, match="No image in .*absence"):
+        find_hornet_images(tmp_path / "h")
+
+
+def test_real_folder_is_preferred_to_the_synthetic_set(small_set, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA", str(small_set.parent))
+    data = load_hornet_data(32, progress=False)
+    assert data.origin.startswith("real") and len(data.labels) == 28
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("COURSE_DATA", str(empty))
+    data = load_hornet_data(32, synthetic_scale=0.01, progress=False)
+    assert data.origin.startswith("synthetic") and (empty / "synthetic").is_dir()
+
+
+def test_new_head_has_two_outputs_and_keeps_the_backbone():
+    model = resnet18(num_classes=1000)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    replace_head(model, 2)
+    for k, v in before.items():
+        assert torch.equal(model.state_dict()[k], v)
+    assert model.fc.weight.shape == (2, 512) and model(torch.rand(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_freezing_leaves_exactly_the_new_head_trainable():
+    model = replace_head(resnet18(num_classes=5), 2)
+    freeze_backbone(model)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"}
+    # in training mode the frozen backbone does not change: no BN statistics update
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    nn.functional.cross_entropy(model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1])) \
+        .backward()
+    optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+
+
+def test_param_groups_split_head_and_backbone():
+    model = replace_head(resnet18(num_classes=5), 2)
+    groups = param_groups(model, head_lr=1e-3, backbone_lr=1e-4)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4]
+    assert len(groups[0]["params"]) == 2
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_balanced_accuracy_and_confusion_matrix():
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    always_absent = torch.zeros(6, dtype=torch.long)
+    assert balanced_accuracy(y, always_absent) == 0.5  # plain accuracy would be 0.67
+    pred = torch.tensor([0, 0, 0, 1, 1, 0])
+    assert confusion_matrix(y, pred, 2).tolist() == [[3, 1], [1, 1]]
+    assert balanced_accuracy(y, pred) == pytest.approx((3 / 4 + 1 / 2) / 2)
+
+
+def test_offline_fallback_pretrains_on_synthetic_once_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(resnet_module, "_can_reach", lambda *a, **k: False)
+    with pytest.raises(RuntimeError, match="not cached"):
+        pretrained_resnet18("imagenet")
+    model, origin = pretrained_resnet18("auto", image_size=32, samples=64, epochs=1,
+                                        progress=False)
+    assert "synthetic" in origin and "not cached" in origin
+    cached = list((tmp_path / "cache").glob("*.pt"))
+    assert len(cached) == 1
+    again, _ = pretrained_resnet18("synthetic", image_size=32, samples=64, epochs=1,
+                                   progress=False)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert not torch.equal(model.conv1.weight, resnet18(num_classes=5).conv1.weight)
+    with pytest.raises(ValueError, match="source must be"):
+        pretrained_resnet18("laion")
+
+
+def test_source_task_has_five_balanced_classes_without_hornets():
+    data = make_insect_source_task(20, 32)
+    x, y = data.tensors
+    assert x.shape == (20, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    assert torch.bincount(y).tolist() == [4] * 5 and "hornet" not in hornets.DISTRACTORS
+
+
+@pytest.mark.parametrize("randaugment", [False, True])
+def test_augmentations_keep_shape_and_pixel_range(randaugment):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    data = ImageTensorDataset(images, torch.zeros(4, dtype=torch.long),
+                              train_augmentations(randaugment))
+    x, _ = data[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert 0 <= x.min() and x.max() <= 1
+    assert not torch.equal(x, images[0].float() / 255)
