@@ -1,0 +1,257 @@
+"""Adversarial examples: FGSM, PGD, adversarial patches and adversarial training (chapter 4).
+
+Every attack works in **pixel space**: images are in [0, 1] and the model
+normalises them itself (``nn.Sequential(Normalize(...), net)``), so the
+budget eps is in pixel units (8/255 = 8 grey levels) and clamping to [0, 1]
+keeps a valid image.
+
+FGSM (Goodfellow et al., 2015), one step along the sign of the gradient:
+
+    x_adv = clamp(x + eps * sign(grad_x L(f(x), y)), 0, 1)
+
+PGD (Madry et al., 2018): repeat smaller steps of size alpha, projecting back
+into the L-infinity ball of radius eps around x (and into [0, 1]) after each.
+
+The attacks leave the model as they found it: they run it in eval mode (BN
+with its running statistics, no dropout), restore its mode, and compute the
+input gradient with ``torch.autograd.grad``, so the parameters' ``.grad``
+fields are untouched.
+
+Used in chapter 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from course.train import to_device
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d CE(model(x), y) / dx, summed over the batch (each image gets its own gradient)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+         target: torch.Tensor | None = None) -> torch.Tensor:
+    """Fast gradient sign method: ``clamp(x + eps * sign(grad_x CE(model(x), y)), 0, 1)``.
+
+    Args:
+        x: images in [0, 1], (N, C, H, W).
+        y: true labels (N,): the step increases their loss (untargeted).
+        eps: L-infinity budget in pixel units.
+        target: labels (N,) to reach instead: the step then *decreases* the
+            loss of ``target`` (targeted attack); ``y`` is ignored.
+    """
+    with _eval_mode(model):
+        if target is None:
+            step = eps * _input_gradient(model, x, y).sign()
+        else:
+            step = -eps * _input_gradient(model, x, target).sign()
+    return (x.detach() + step).clamp(0, 1)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool = True,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent in the L-infinity ball of radius ``eps`` around ``x``.
+
+    ``steps`` FGSM steps of size ``alpha``; after each, the image is
+    projected back into [x - eps, x + eps] and into [0, 1]. With
+    ``random_start`` it starts from a uniform random point of the ball. With
+    one step, ``alpha = eps`` and no random start it is exactly :func:`fgsm`.
+    """
+    x = x.detach()
+    x_adv = x.clone()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+        x_adv = (x + eps * (2 * noise - 1)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = fgsm(model, x_adv, y, alpha, target=target)
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv
+
+
+def pgd_attack(steps: int = 10, alpha_ratio: float = 2.5) -> Attack:
+    """PGD as an ``Attack(model, x, y, eps)``, with alpha = alpha_ratio * eps / steps
+    (Madry et al.'s choice)."""
+
+    def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        return pgd(model, x, y, eps, alpha=alpha_ratio * eps / steps, steps=steps,
+                   generator=torch.Generator().manual_seed(0))
+
+    return attack
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with _eval_mode(model):
+        return model(x).argmax(1)
+
+
+def accuracy_under_attack(
+    model: nn.Module,
+    loader: Iterable,
+    attack: Attack,
+    epsilons: Sequence[float],
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[float, float]:
+    """Accuracy on ``attack(model, x, y, eps)`` for each eps (eps = 0: the clean accuracy).
+
+    Every sample counts: one already misclassified on clean data counts as
+    wrong at every eps (it needs no attack). See :func:`flip_rate` for the
+    success rate among the samples that were right.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    correct = dict.fromkeys(epsilons, 0)
+    seen = 0
+    for x, y in tqdm(loader, desc="attacking", leave=False, disable=not progress):
+        x, y = to_device(x, device), to_device(y, device)
+        for eps in epsilons:
+            x_adv = x if eps == 0 else attack(model, x, y, eps)
+            correct[eps] += int((_predict(model, x_adv) == y).sum())
+        seen += len(y)
+    return {eps: correct[eps] / seen for eps in epsilons}
+
+
+def flip_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> float:
+    """Among the samples that the model classifies correctly on clean data, the
+    fraction that the attack makes wrong (the honest success rate of an attack)."""
+    right = _predict(model, x) == y
+    if not right.any():
+        return float("nan")
+    return float((_predict(model, x_adv)[right] != y[right]).float().mean())
+
+
+# ---------------------------------------------------------------------------
+# Adversarial patches
+# ---------------------------------------------------------------------------
+
+
+def apply_patch(x: torch.Tensor, patch: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Paste ``patch`` (C, p, p) into every image of ``x`` (N, C, H, W) at ``positions``
+    (N, 2) = (row, column) of its top-left corner. Differentiable in ``patch``."""
+    p = patch.shape[-1]
+    out = x.clone()
+    for i, (r, c) in enumerate(positions.tolist()):
+        out[i, :, r:r + p, c:c + p] = patch  # slice assignment keeps the graph to patch
+    return out
+
+
+def random_positions(n: int, image_size: int, patch_size: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 2) random top-left corners that keep a patch inside the image."""
+    return torch.randint(0, image_size - patch_size + 1, (n, 2), generator=generator)
+
+
+def train_patch(
+    model: nn.Module,
+    loader: Iterable,
+    patch_size: int,
+    target: int,
+    epochs: int = 5,
+    lr: float = 0.05,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Optimise a universal square patch that makes ``model`` predict ``target``
+    wherever it is pasted (Brown et al., 2017).
+
+    Each step pastes the patch at random positions on a batch of images and
+    takes an Adam step on the patch's pixels to decrease CE(model(x_patched),
+    target); the pixels stay in [0, 1]. The model is frozen and left in its mode.
+    Returns the patch (C, patch_size, patch_size) on the CPU.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    patch = None
+    optimizer = None
+    with _eval_mode(model):
+        for _ in tqdm(range(epochs), desc="patch", leave=False, disable=not progress):
+            for x, _y in loader:
+                x = to_device(x, device)
+                if patch is None:
+                    patch = torch.rand(x.shape[1], patch_size, patch_size, generator=generator)
+                    patch = patch.to(device).requires_grad_(True)
+                    optimizer = torch.optim.Adam([patch], lr=lr)
+                positions = random_positions(len(x), x.shape[-1], patch_size, generator)
+                logits = model(apply_patch(x, patch, positions.to(device)))
+                loss = nn.functional.cross_entropy(
+                    logits, torch.full((len(x),), target, device=device))
+                optimizer.zero_grad()
+                (grad,) = torch.autograd.grad(loss, patch)
+                patch.grad = grad
+                optimizer.step()
+                with torch.no_grad():
+                    patch.clamp_(0, 1)
+    if patch is None:
+        raise ValueError("the loader is empty")
+    return patch.detach().cpu()
+
+
+# ---------------------------------------------------------------------------
+# A defence: adversarial training
+# ---------------------------------------------------------------------------
+
+
+def train_adversarially(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    eps: float,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """FGSM adversarial training with a random start (Wong et al., 2020, "fast is better
+    than free"): every batch is replaced by adversarial examples of the current model
+    before the usual training step. Returns the mean training loss of each epoch.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    losses = []
+    for _ in tqdm(range(epochs), desc="adversarial training", disable=not progress):
+        total, seen = 0.0, 0
+        for x, y in loader:
+            x, y = to_device(x, device), to_device(y, device)
+            x_adv = pgd(model, x, y, eps, alpha=1.25 * eps, steps=1, random_start=True)
+            model.train()
+            loss = nn.functional.cross_entropy(model(x_adv), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+        losses.append(total / seen)
+    return losses

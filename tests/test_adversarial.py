@@ -1,0 +1,159 @@
+"""Chapter 4: FGSM, PGD, patches and adversarial training."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course.adversarial import (
+    accuracy_under_attack,
+    apply_patch,
+    fgsm,
+    flip_rate,
+    pgd,
+    pgd_attack,
+    train_adversarially,
+    train_patch,
+)
+from course.data import Normalize, make_shapes
+from course.models import SmallCNN
+
+
+def linear_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5)).double()
+
+
+def test_fgsm_equals_the_closed_form_on_a_linear_model():
+    model = linear_model()
+    x = torch.rand(6, 3, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    W = model[1].weight
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+        grad = (p - nn.functional.one_hot(y, 5).double()) @ W  # d CE / d x for logits Wx + b
+    expected = (x + 0.03 * grad.reshape(x.shape).sign()).clamp(0, 1)
+    torch.testing.assert_close(fgsm(model, x, y, 0.03), expected, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def trained_cnn():
+    torch.manual_seed(0)
+    data = make_shapes(512, image_size=16, seed=0, colored=False)
+    model = nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
+                          SmallCNN(channels=(16, 32), batch_norm=True))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(data, batch_size=64, shuffle=True)
+    for _ in range(8):
+        for x, y in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    return model.eval(), data
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+def test_attacks_stay_in_the_eps_ball_and_the_pixel_range(trained_cnn, attack):
+    model, data = trained_cnn
+    x, y = data.tensors[0][:32], data.tensors[1][:32]
+    eps = 8 / 255
+    if attack == "fgsm":
+        x_adv = fgsm(model, x, y, eps)
+    else:
+        x_adv = pgd(model, x, y, eps, alpha=2 / 255, steps=5)
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv != x).float().mean() > 0.5  # it did move the pixels
+
+
+def test_attacks_leave_mode_grads_and_requires_grad_as_they_were(trained_cnn):
+    model, data = trained_cnn
+    x, y = data.tensors[0][:8], data.tensors[1][:8]
+    model.train()
+    sentinel = [torch.full_like(p, 7.0) for p in model.parameters()]
+    for p, s in zip(model.parameters(), sentinel, strict=True):
+        p.grad = s.clone()
+    bn = model[1].features[1]
+    stats = bn.running_mean.clone()
+    fgsm(model, x, y, 0.03)
+    pgd(model, x, y, 0.03, 0.01, 3)
+    assert model.training
+    for p, s in zip(model.parameters(), sentinel, strict=True):
+        assert torch.equal(p.grad, s) and p.requires_grad
+    assert torch.equal(bn.running_mean, stats)  # attacked in eval mode: no BN update
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+
+
+def test_pgd_with_one_step_alpha_eps_and_no_random_start_is_fgsm(trained_cnn):
+    model, data = trained_cnn
+    x, y = data.tensors[0][:16], data.tensors[1][:16]
+    torch.testing.assert_close(pgd(model, x, y, 0.05, alpha=0.05, steps=1, random_start=False),
+                               fgsm(model, x, y, 0.05), rtol=0, atol=0)
+
+
+def test_pgd_is_stronger_than_fgsm_and_accuracy_drops(trained_cnn):
+    model, data = trained_cnn
+    loader = DataLoader(TensorDataset(*[t[:256] for t in data.tensors]), batch_size=128)
+    eps = [0, 4 / 255, 16 / 255]
+    acc_fgsm = accuracy_under_attack(model, loader, fgsm, eps, progress=False)
+    acc_pgd = accuracy_under_attack(model, loader, pgd_attack(steps=7), eps, progress=False)
+    assert acc_fgsm[0] == acc_pgd[0] > 0.7  # eps = 0 is the clean accuracy (chance 0.25)
+    assert acc_pgd[16 / 255] <= acc_fgsm[16 / 255] < acc_fgsm[0]
+    assert acc_pgd[16 / 255] < 0.3
+
+
+def test_targeted_fgsm_moves_towards_the_target(trained_cnn):
+    model, data = trained_cnn
+    x, y = data.tensors[0][:64], data.tensors[1][:64]
+    target = (y + 1) % 4
+    x_adv = fgsm(model, x, y, 0.05, target=target)
+    with torch.no_grad():
+        before = nn.functional.cross_entropy(model(x), target)
+        after = nn.functional.cross_entropy(model(x_adv), target)
+    assert after < before
+
+
+def test_flip_rate_ignores_samples_already_wrong(trained_cnn):
+    model, data = trained_cnn
+    x, y = data.tensors[0][:64], data.tensors[1][:64]
+    wrong_labels = (model(x).argmax(1) + 1) % 4
+    assert flip_rate(model, x, wrong_labels, x) != flip_rate(model, x, wrong_labels, x)  # NaN
+    assert flip_rate(model, x, y, x) == 0.0
+
+
+def test_apply_patch_pastes_exactly_and_is_differentiable():
+    x = torch.zeros(2, 3, 8, 8)
+    patch = torch.rand(3, 3, 3, requires_grad=True)
+    out = apply_patch(x, patch, torch.tensor([[0, 0], [5, 2]]))
+    assert torch.equal(out[0, :, :3, :3], patch.detach())
+    assert torch.equal(out[1, :, 5:8, 2:5], patch.detach())
+    assert out.sum().item() == pytest.approx(2 * patch.sum().item(), rel=1e-6)
+    out.sum().backward()
+    assert torch.equal(patch.grad, torch.full_like(patch, 2.0))
+    assert x.sum() == 0  # the input is not modified
+
+
+def test_trained_patch_pushes_towards_its_target(trained_cnn):
+    model, data = trained_cnn
+    loader = DataLoader(TensorDataset(*[t[:256] for t in data.tensors]), batch_size=64)
+    patch = train_patch(model, loader, patch_size=6, target=2, epochs=4, lr=0.1, progress=False)
+    assert patch.shape == (3, 6, 6) and 0 <= patch.min() and patch.max() <= 1
+    x = data.tensors[0][256:384]
+    positions = torch.randint(0, 11, (len(x), 2), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        random_patch = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(2))
+        hit = (model(apply_patch(x, patch, positions)).argmax(1) == 2).float().mean()
+        base = (model(apply_patch(x, random_patch, positions)).argmax(1) == 2).float().mean()
+    assert hit > base + 0.2
+
+
+def test_adversarial_training_runs_and_lowers_its_loss():
+    torch.manual_seed(0)
+    data = make_shapes(256, image_size=16, seed=0, colored=False)
+    model = SmallCNN(channels=(16, 32))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = train_adversarially(model, DataLoader(data, batch_size=64, shuffle=True), optimizer,
+                                 epochs=4, eps=4 / 255, progress=False)
+    assert len(losses) == 4 and losses[-1] < losses[0]
