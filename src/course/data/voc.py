@@ -1,0 +1,351 @@
+"""Pascal VOC: the xml annotations, the VOCdevkit layout, and a synthetic stand-in (chapter 7).
+
+The standard layout (VOC2007 and VOC2012 alike)::
+
+    ROOT/VOCdevkit/VOC2007/Annotations/000005.xml
+    ROOT/VOCdevkit/VOC2007/JPEGImages/000005.jpg
+    ROOT/VOCdevkit/VOC2007/ImageSets/Main/{train,val,trainval,test}.txt
+
+:func:`parse_voc_xml` reads one annotation with ``defusedxml`` (an xml file
+cannot make the parser fetch URLs or expand entities without bound);
+:class:`VOCDetection` reads a split; :func:`make_synthetic_voc` writes the
+same layout with shapes on textured backgrounds, so the same loader runs
+offline and in the tests. On Colab, :func:`download_voc` fetches the real
+VOC2007 with torchvision.
+
+Targets are dicts: ``boxes`` (N, 4) float xyxy pixels, ``labels`` (N,)
+int64 class indices, ``difficult`` (N,) bool. Images are float (3, H, W)
+in [0, 1].
+
+Used in chapter 7.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from course.data.hornets import data_root, draw_background
+
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross")
+
+
+class VOCAnnotationError(ValueError):
+    """A VOC xml file that cannot be read; the message names the file."""
+
+
+def parse_voc_xml(path: str | os.PathLike, classes: Sequence[str] = VOC_CLASSES) -> dict:
+    """Read one VOC annotation: ``{"boxes", "labels", "difficult", "size", "filename"}``.
+
+    VOC stores 1-based pixel indices of the first and last pixel; we convert
+    to continuous xyxy coordinates: x1 = xmin - 1, x2 = xmax.
+
+    Raises:
+        VOCAnnotationError: the file is not well-formed xml (truncated,
+            malformed), lacks a field, or names an unknown class.
+    """
+    path = Path(path)
+    try:
+        root = SafeET.parse(path).getroot()
+    except (ParseError, defusedxml.DefusedXmlException) as error:
+        raise VOCAnnotationError(f"{path}: not a valid VOC annotation ({error})") from error
+    try:
+        size = root.find("size")
+        width, height = int(size.findtext("width")), int(size.findtext("height"))
+        boxes, labels, difficult = [], [], []
+        for obj in root.iter("object"):
+            name = obj.findtext("name").strip()
+            if name not in classes:
+                raise VOCAnnotationError(
+                    f"{path}: unknown class {name!r} (expected one of {', '.join(classes)})"
+                )
+            box = obj.find("bndbox")
+            x1, y1, x2, y2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            boxes.append([x1 - 1, y1 - 1, x2, y2])
+            labels.append(classes.index(name))
+            difficult.append(obj.findtext("difficult", "0").strip() == "1")
+    except (AttributeError, TypeError, ValueError) as error:
+        if isinstance(error, VOCAnnotationError):
+            raise
+        raise VOCAnnotationError(f"{path}: missing or malformed field ({error})") from error
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "difficult": torch.tensor(difficult, dtype=torch.bool),
+        "size": (height, width),
+        "filename": root.findtext("filename", ""),
+    }
+
+
+def write_voc_xml(
+    path: Path,
+    filename: str,
+    size: tuple[int, int],
+    boxes: torch.Tensor,
+    labels: Sequence[int],
+    difficult: Sequence[bool],
+    classes: Sequence[str],
+) -> None:
+    """Write a VOC annotation (the inverse of :func:`parse_voc_xml`)."""
+    height, width = size
+    objects = "".join(
+        f"  <object>\n    <name>{classes[label]}</name>\n    <pose>Unspecified</pose>\n"
+        f"    <truncated>0</truncated>\n    <difficult>{int(d)}</difficult>\n"
+        f"    <bndbox><xmin>{round(x1) + 1}</xmin><ymin>{round(y1) + 1}</ymin>"
+        f"<xmax>{round(x2)}</xmax><ymax>{round(y2)}</ymax></bndbox>\n  </object>\n"
+        for (x1, y1, x2, y2), label, d in zip(boxes.tolist(), labels, difficult, strict=True)
+    )
+    path.write_text(
+        f"<annotation>\n  <folder>VOC2007</folder>\n  <filename>{filename}</filename>\n"
+        f"  <size><width>{width}</width><height>{height}</height><depth>3</depth></size>\n"
+        f"{objects}</annotation>\n"
+    )
+
+
+class VOCDetection(Dataset):
+    """One split of a VOCdevkit folder: ``(image (3, H, W) in [0, 1], target dict)``.
+
+    Args:
+        root: the folder holding ``VOCdevkit``.
+        year: "2007" or "2012".
+        image_set: "train", "val", "trainval" or "test".
+        classes: class names, in label order (VOC's 20 by default).
+        transform: ``transform(image, target) -> (image, target)``, e.g.
+            :class:`DetectionAugmentation`; it must move the boxes with the pixels.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        year: str = "2007",
+        image_set: str = "train",
+        classes: Sequence[str] = VOC_CLASSES,
+        transform=None,
+    ) -> None:
+        self.folder = Path(root) / "VOCdevkit" / f"VOC{year}"
+        split = self.folder / "ImageSets" / "Main" / f"{image_set}.txt"
+        if not split.is_file():
+            raise FileNotFoundError(
+                f"No split file {split}. Expected the VOCdevkit layout under {root} "
+                "(VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}); download it with "
+                "course.data.voc.download_voc(root) or generate the synthetic set with "
+                "course.data.voc.make_synthetic_voc(root)."
+            )
+        self.ids = [line.strip() for line in split.read_text().splitlines() if line.strip()]
+        self.classes, self.transform = tuple(classes), transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def target(self, i: int) -> dict:
+        return parse_voc_xml(self.folder / "Annotations" / f"{self.ids[i]}.xml", self.classes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        target = self.target(i)
+        with Image.open(self.folder / "JPEGImages" / f"{self.ids[i]}.jpg") as image:
+            x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+        x = x.float() / 255
+        if self.transform is not None:
+            x, target = self.transform(x, target)
+        return x, target
+
+
+def collate_detection(batch: list) -> tuple[torch.Tensor, list[dict]]:
+    """Stack equal-sized images; keep targets as a list (each image has its own box count)."""
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)
+
+
+def download_voc(
+    root: str | os.PathLike | None = None, year: str = "2007", image_set: str = "trainval"
+) -> Path:
+    """Download Pascal VOC with torchvision (needs internet: Colab, a laptop; ~900 MB for
+    VOC2007 trainval+test) into ``root`` (default ``DATA/voc``). Returns ``root``."""
+    import torchvision
+
+    root = Path(root) if root is not None else data_root() / "voc"
+    torchvision.datasets.VOCDetection(str(root), year=year, image_set=image_set, download=True)
+    return root
+
+
+# ---------------------------------------------------------------------------
+# Synthetic VOC
+# ---------------------------------------------------------------------------
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Sequence[float], colour) -> None:
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    if kind == "circle":
+        draw.ellipse([x1, y1, x2, y2], fill=colour)
+    elif kind == "square":
+        draw.rectangle([x1, y1, x2, y2], fill=colour)
+    elif kind == "triangle":
+        draw.polygon([(cx, y1), (x2, y2), (x1, y2)], fill=colour)
+    elif kind == "cross":
+        draw.rectangle([cx - w / 6, y1, cx + w / 6, y2], fill=colour)
+        draw.rectangle([x1, cy - h / 6, x2, cy + h / 6], fill=colour)
+    else:
+        raise ValueError(f"unknown shape {kind!r}")
+
+
+def render_voc_scene(
+    seed: int, size: int = 128, max_objects: int = 4, classes: Sequence[str] = SYNTHETIC_CLASSES
+):
+    """One synthetic detection image: (PIL image, boxes (N, 4), labels, difficult).
+
+    1 to ``max_objects`` shapes on a textured background (foliage, sky, bark,
+    flowers), each 12-45 % of the image side, possibly overlapping (later ones
+    occlude earlier ones). An object smaller than 15 % of the side, or more
+    than half hidden by later shapes, is marked difficult, as VOC annotators
+    mark hard objects.
+    """
+    rng = np.random.default_rng(seed)
+    image = draw_background(rng, ("foliage", "sky", "bark", "flowers")[rng.integers(4)], size)
+    image = image.filter(ImageFilter.GaussianBlur(size / 60))  # keep shapes above the texture
+    draw = ImageDraw.Draw(image)
+    n = int(rng.integers(1, max_objects + 1))
+    boxes, labels, masks = [], [], []
+    for _ in range(n):
+        side = rng.uniform(0.12, 0.45) * size
+        w, h = side * rng.uniform(0.8, 1.25), side * rng.uniform(0.8, 1.25)
+        x1, y1 = rng.uniform(0, size - w), rng.uniform(0, size - h)
+        label = int(rng.integers(len(classes)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        mask = Image.new("1", (size, size))
+        _draw_shape(ImageDraw.Draw(mask), classes[label], (x1, y1, x1 + w, y1 + h), 1)
+        _draw_shape(draw, classes[label], (x1, y1, x1 + w, y1 + h), colour)
+        boxes.append([x1, y1, x1 + w, y1 + h])
+        labels.append(label)
+        masks.append(np.asarray(mask, dtype=bool))
+    difficult = []
+    for i, mask in enumerate(masks):
+        hidden = np.zeros_like(mask)
+        for later in masks[i + 1 :]:
+            hidden |= later
+        visible = (mask & ~hidden).sum() / max(1, mask.sum())
+        small = min(boxes[i][2] - boxes[i][0], boxes[i][3] - boxes[i][1]) < 0.15 * size
+        difficult.append(bool(visible < 0.5 or small))
+    noise = rng.normal(0, 4, (size, size, 3))
+    image = Image.fromarray(np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8))
+    return image, torch.tensor(boxes, dtype=torch.float32), labels, difficult
+
+
+def make_synthetic_voc(
+    root: str | os.PathLike | None = None,
+    num_train: int = 800,
+    num_val: int = 200,
+    size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write a VOC2007-layout data set of shapes under ``root/VOCdevkit/VOC2007``.
+
+    Splits ``train`` and ``val`` (and ``trainval``); class names are
+    :data:`SYNTHETIC_CLASSES`. Existing files are kept. Returns ``root``.
+    """
+    root = Path(root) if root is not None else data_root() / "synthetic-voc"
+    folder = root / "VOCdevkit" / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    ids = {
+        "train": [f"{i:06d}" for i in range(num_train)],
+        "val": [f"{i:06d}" for i in range(num_train, num_train + num_val)],
+    }
+    for image_id in tqdm(ids["train"] + ids["val"], desc="synthetic VOC", disable=not progress):
+        xml = folder / "Annotations" / f"{image_id}.xml"
+        if xml.exists():
+            continue
+        image, boxes, labels, difficult = render_voc_scene(seed * 1_000_003 + int(image_id), size)
+        image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        tmp = xml.with_suffix(".tmp")
+        write_voc_xml(
+            tmp, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SYNTHETIC_CLASSES
+        )
+        os.replace(tmp, xml)  # the xml is written last: its presence means "complete"
+    for split, names in (*ids.items(), ("trainval", ids["train"] + ids["val"])):
+        (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+# ---------------------------------------------------------------------------
+# Detection-aware augmentation
+# ---------------------------------------------------------------------------
+
+
+class DetectionAugmentation:
+    """Horizontal flip and random scale/crop, moving the boxes with the pixels,
+    then a resize to ``size`` x ``size``.
+
+    Boxes that leave the crop are clipped; those with less than 30 % of their
+    area left are dropped. Without ``train`` it only resizes.
+    """
+
+    def __init__(
+        self, size: int, train: bool = True, min_scale: float = 0.6, seed: int | None = None
+    ) -> None:
+        self.size, self.train, self.min_scale = size, train, min_scale
+        self.rng = random.Random(seed)
+
+    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        _, h, w = image.shape
+        boxes, keep = target["boxes"].clone(), torch.ones(len(target["boxes"]), dtype=torch.bool)
+        if self.train:
+            if self.rng.random() < 0.5:
+                image = image.flip(-1)
+                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+            scale = self.rng.uniform(self.min_scale, 1.0)
+            cw, ch = int(w * scale), int(h * scale)
+            x0, y0 = self.rng.randint(0, w - cw), self.rng.randint(0, h - ch)
+            image = image[:, y0 : y0 + ch, x0 : x0 + cw]
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            boxes -= torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cw)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ch)
+            kept_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            keep = kept_area >= 0.3 * area
+            h, w = ch, cw
+        image = torch.nn.functional.interpolate(
+            image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+        )[0]
+        boxes = boxes * torch.tensor([self.size / w, self.size / h] * 2, dtype=boxes.dtype)
+        target = {
+            **target,
+            "boxes": boxes[keep],
+            "labels": target["labels"][keep],
+            "difficult": target["difficult"][keep],
+        }
+        return image.clamp(0, 1), target

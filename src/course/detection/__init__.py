@@ -1,0 +1,50 @@
+"""Object detection: boxes, IoU, NMS, VOC mAP, YOLO v1 and CenterNet (chapter 7).
+
+Boxes are (x1, y1, x2, y2) in pixels unless a name says otherwise.
+"""
+
+from course.detection.boxes import (
+    batched_nms,
+    box_area,
+    box_iou,
+    cxcywh_to_xyxy,
+    nms,
+    voc_to_yolo,
+    xyxy_to_cxcywh,
+    yolo_to_voc,
+)
+from course.detection.centernet import (
+    CenterNet,
+    CenterNetLoss,
+    decode_centernet,
+    draw_gaussian,
+    encode_centernet_targets,
+    focal_loss,
+    gaussian_radius,
+)
+from course.detection.metrics import voc_ap, voc_map
+from course.detection.yolo import YOLOv1, YOLOv1Loss, decode_yolo, encode_yolo_targets
+
+__all__ = [
+    "CenterNet",
+    "CenterNetLoss",
+    "YOLOv1",
+    "YOLOv1Loss",
+    "batched_nms",
+    "box_area",
+    "box_iou",
+    "cxcywh_to_xyxy",
+    "decode_centernet",
+    "decode_yolo",
+    "draw_gaussian",
+    "encode_centernet_targets",
+    "encode_yolo_targets",
+    "focal_loss",
+    "gaussian_radius",
+    "nms",
+    "voc_ap",
+    "voc_map",
+    "voc_to_yolo",
+    "xyxy_to_cxcywh",
+    "yolo_to_voc",
+]

@@ -1,0 +1,273 @@
+"""CenterNet, "Objects as Points" (Zhou et al., 2019), with a ResNet18 backbone (chapter 7).
+
+An object is the peak of a heatmap at its centre. On an output grid of stride
+R = 4 (H/4 x W/4) the network predicts
+
+- ``hm``:  C heatmaps, one per class (sigmoid of logits),
+- ``reg``: 2 offsets, the sub-pixel part of the centre lost by the stride,
+- ``wh``:  2 sizes, the box width and height (in output pixels).
+
+Training targets: for each object, a Gaussian of radius
+``gaussian_radius((h, w), 0.7)`` (the reference code's formula) drawn at its
+centre cell with an element-wise max; loss = penalty-reduced pixel-wise
+focal loss (alpha = 2, beta = 4) + 1 x L1(offset) + 0.1 x L1(size), the L1
+losses only at object centres. Decoding: 3 x 3 max-pool keeps the local peaks
+(it replaces NMS), then the top K = 100 scores.
+
+Follows the paper and its reference implementation (xingyizhou/CenterNet:
+msra_resnet.py, utils/image.py, models/losses.py, models/decode.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from course.models.resnet import ResNet18, resnet18
+
+STRIDE = 4
+MAX_OBJECTS = 128
+
+
+class CenterNet(nn.Module):
+    """ResNet18 -> 3 deconvolutions (stride 32 -> 4) -> heads ``hm``, ``wh``, ``reg``.
+
+    Input (N, 3, H, W) in [0, 1] (H, W multiples of 32; ImageNet
+    normalisation inside); output a dict of (N, C, H/4, W/4), (N, 2, H/4, W/4)
+    and (N, 2, H/4, W/4). ``hm`` holds logits; its bias starts at -2.19 so
+    that sigmoid(hm) = 0.1 everywhere at initialisation (focal-loss prior).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: ResNet18 | None = None,
+        deconv_channels: Sequence[int] = (256, 256, 256),
+        head_channels: int = 64,
+    ):
+        super().__init__()
+        from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+        self.num_classes = num_classes
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.backbone = backbone if backbone is not None else resnet18()
+        layers: list[nn.Module] = []
+        previous = 512
+        for channels in deconv_channels:  # each doubles the resolution
+            layers += [
+                nn.ConvTranspose2d(previous, channels, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
+            previous = channels
+        self.upsample = nn.Sequential(*layers)
+
+        def head(out_channels: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(previous, head_channels, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(head_channels, out_channels, 1),
+            )
+
+        self.hm, self.wh, self.reg = head(num_classes), head(2), head(2)
+        nn.init.constant_(self.hm[-1].bias, -2.19)  # -log((1 - 0.1) / 0.1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.upsample(self.backbone.features(self.normalize(x)))
+        return {"hm": self.hm(features), "wh": self.wh(features), "reg": self.reg(features)}
+
+
+# ---------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------
+
+
+def gaussian_radius(det_size: tuple[float, float], min_overlap: float = 0.7) -> float:
+    """The reference code's radius: a box whose corners move by up to this radius still has
+    IoU >= ``min_overlap`` with the true box (three cases, the smallest wins).
+    ``det_size`` is (height, width) on the output grid."""
+    height, width = det_size
+    b1 = height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1**2 - 4 * c1)) / 2
+    a2, b2 = 4, 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
+    a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def gaussian_2d(radius: int) -> np.ndarray:
+    """(2r+1, 2r+1) Gaussian with peak 1 and sigma = diameter / 6."""
+    diameter = 2 * radius + 1
+    sigma = diameter / 6
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    g = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    g[g < np.finfo(g.dtype).eps * g.max()] = 0
+    return g
+
+
+def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> np.ndarray:
+    """Draw a Gaussian peak at ``center`` = (x, y) with an element-wise max (overlapping
+    objects keep both peaks), clipped at the borders. Modifies and returns ``heatmap``."""
+    g = gaussian_2d(radius)
+    x, y = center
+    height, width = heatmap.shape
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    region = heatmap[y - top : y + bottom, x - left : x + right]
+    patch = g[radius - top : radius + bottom, radius - left : radius + right]
+    if min(patch.shape) > 0 and min(region.shape) > 0:
+        np.maximum(region, patch, out=region)
+    return heatmap
+
+
+def encode_centernet_targets(
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    output_size: tuple[int, int],
+    stride: int = STRIDE,
+) -> dict:
+    """Targets of one image. ``boxes`` (N, 4) xyxy input pixels -> dict of
+    ``hm`` (C, H, W), ``wh`` (K, 2), ``reg`` (K, 2), ``ind`` (K,), ``mask`` (K,), K = 128."""
+    height, width = output_size
+    hm = np.zeros((num_classes, height, width), dtype=np.float32)
+    wh = np.zeros((MAX_OBJECTS, 2), dtype=np.float32)
+    reg = np.zeros((MAX_OBJECTS, 2), dtype=np.float32)
+    ind = np.zeros(MAX_OBJECTS, dtype=np.int64)
+    mask = np.zeros(MAX_OBJECTS, dtype=np.float32)
+    for k, (box, label) in enumerate(
+        zip(boxes.tolist()[:MAX_OBJECTS], labels.tolist(), strict=False)
+    ):
+        x1, y1, x2, y2 = (v / stride for v in box)
+        x1, x2 = np.clip([x1, x2], 0, width - 1)
+        y1, y2 = np.clip([y1, y2], 0, height - 1)
+        h, w = y2 - y1, x2 - x1
+        if h <= 0 or w <= 0:
+            continue
+        radius = max(0, int(gaussian_radius((math.ceil(h), math.ceil(w)))))
+        center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float32)
+        cell = center.astype(np.int32)
+        draw_gaussian(hm[label], (int(cell[0]), int(cell[1])), radius)
+        wh[k] = w, h
+        ind[k] = cell[1] * width + cell[0]
+        reg[k] = center - cell
+        mask[k] = 1
+    return {
+        name: torch.from_numpy(a)
+        for name, a in (("hm", hm), ("wh", wh), ("reg", reg), ("ind", ind), ("mask", mask))
+    }
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Penalty-reduced pixel-wise focal loss (alpha = 2, beta = 4), normalised by the number
+    of objects (the pixels where the target heatmap is exactly 1)."""
+    pred = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    positive = target.eq(1).float()
+    negative_weight = (1 - target).pow(4)
+    positive_loss = (torch.log(pred) * (1 - pred).pow(2) * positive).sum()
+    negative_loss = (torch.log(1 - pred) * pred.pow(2) * negative_weight * (1 - positive)).sum()
+    num_positive = positive.sum()
+    if num_positive == 0:
+        return -negative_loss
+    return -(positive_loss + negative_loss) / num_positive
+
+
+def gather_at(feature: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) and flat indices (N, K) -> (N, K, C): the features at those cells."""
+    n, c = feature.shape[:2]
+    flat = feature.reshape(n, c, -1).permute(0, 2, 1)
+    return flat.gather(1, ind[..., None].expand(-1, -1, c))
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 at the object centres only, as the reference RegL1Loss (sum / (mask count + 1e-4))."""
+    m = mask[..., None].expand_as(pred)
+    return nn.functional.l1_loss(pred * m, target * m, reduction="sum") / (m.sum() + 1e-4)
+
+
+class CenterNetLoss(nn.Module):
+    """hm focal loss + ``wh_weight`` x L1(size) + ``off_weight`` x L1(offset).
+
+    Called as ``loss(outputs, targets)`` with the model's outputs and a list
+    of target dicts (``boxes``, ``labels``), so it plugs into
+    ``course.train.fit``; it encodes the targets itself.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        wh_weight: float = 0.1,
+        off_weight: float = 1.0,
+        stride: int = STRIDE,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.wh_weight, self.off_weight = num_classes, wh_weight, off_weight
+        self.stride = stride
+        self.last: dict[str, float] = {}
+
+    def forward(self, outputs: dict, targets: Sequence[dict]) -> torch.Tensor:
+        size = tuple(outputs["hm"].shape[-2:])
+        encoded = [
+            encode_centernet_targets(
+                t["boxes"].cpu(), t["labels"].cpu(), self.num_classes, size, self.stride
+            )
+            for t in targets
+        ]
+        batch = {
+            k: torch.stack([e[k] for e in encoded]).to(outputs["hm"].device) for k in encoded[0]
+        }
+        hm = focal_loss(outputs["hm"], batch["hm"])
+        wh = masked_l1(gather_at(outputs["wh"].float(), batch["ind"]), batch["wh"], batch["mask"])
+        off = masked_l1(
+            gather_at(outputs["reg"].float(), batch["ind"]), batch["reg"], batch["mask"]
+        )
+        self.last = {"hm": float(hm.detach()), "wh": float(wh.detach()), "off": float(off.detach())}
+        return hm + self.wh_weight * wh + self.off_weight * off
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def decode_centernet(
+    outputs: dict, k: int = 100, stride: int = STRIDE, heatmap_is_logits: bool = True
+) -> list[dict]:
+    """Detections of every image: a list of dicts ``boxes`` (k, 4) xyxy input pixels,
+    ``scores`` (k,), ``labels`` (k,), sorted by score.
+
+    A 3 x 3 max-pool keeps the cells that are local maxima of their heatmap
+    (no NMS needed); the top ``k`` over all classes become boxes centred at
+    (cell + offset) with the predicted width and height, times the stride.
+    """
+    heat = torch.sigmoid(outputs["hm"].float()) if heatmap_is_logits else outputs["hm"].float()
+    n, c, h, w = heat.shape
+    peaks = heat * (nn.functional.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    scores, index = peaks.reshape(n, -1).topk(min(k, c * h * w))
+    labels = index // (h * w)
+    cells = index % (h * w)
+    ys, xs = (cells // w).float(), (cells % w).float()
+    reg = gather_at(outputs["reg"].float(), cells)
+    wh = gather_at(outputs["wh"].float(), cells)
+    cx, cy = xs + reg[..., 0], ys + reg[..., 1]
+    boxes = (
+        torch.stack(
+            [cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], -1
+        )
+        * stride
+    )
+    return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]

@@ -1,0 +1,211 @@
+"""YOLO v1 (Redmon et al., 2016) with a ResNet18 backbone (chapter 7).
+
+The image is divided into an S x S grid. Each cell predicts B boxes, each
+(x, y, sqrt(w), sqrt(h), confidence), and one set of C class probabilities:
+an output of S x S x (5B + C). (x, y) is the centre's position inside the
+cell, in [0, 1]; w and h are relative to the image; predicting their square
+roots makes an error on a small box cost more than the same error on a large
+one. The cell containing an object's centre is responsible for it, and among
+its B boxes the one with the highest IoU with the object (the "responsible"
+box) learns its coordinates and a confidence equal to that IoU.
+
+Loss (sum of squared errors, per image):
+    lambda_coord * sum_resp [(x - x')^2 + (y - y')^2 + (sqrt w - sqrt w')^2 + (sqrt h - sqrt h')^2]
+  + sum_resp (C - IoU)^2 + lambda_noobj * sum_not_resp C^2
+  + sum_cells_with_object sum_c (p(c) - p'(c))^2
+with lambda_coord = 5 and lambda_noobj = 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from course.detection.boxes import batched_nms, cxcywh_to_xyxy
+from course.models.resnet import ResNet18, resnet18
+
+
+class YOLOv1(nn.Module):
+    """ResNet18 features -> conv -> resize to S x S -> 1x1 conv to 5B + C channels.
+
+    Input (N, 3, H, W) in [0, 1] (normalisation inside); output (N, S, S, 5B + C)
+    with the box values and confidences through a sigmoid and the class
+    probabilities through a softmax, as the paper's squared-error loss wants.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        grid: int = 7,
+        boxes_per_cell: int = 2,
+        backbone: ResNet18 | None = None,
+    ) -> None:
+        super().__init__()
+        from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+        self.num_classes, self.grid, self.boxes_per_cell = num_classes, grid, boxes_per_cell
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.backbone = backbone if backbone is not None else resnet18()
+        self.neck = nn.Sequential(
+            nn.Conv2d(512, 256, 3, padding=1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.LeakyReLU(0.1, inplace=True),
+        )
+        self.head = nn.Conv2d(256, 5 * boxes_per_cell + num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.neck(self.backbone.features(self.normalize(x)))
+        f = nn.functional.interpolate(
+            f, size=(self.grid, self.grid), mode="bilinear", align_corners=False
+        )
+        out = self.head(f).permute(0, 2, 3, 1)  # (N, S, S, 5B + C)
+        b = 5 * self.boxes_per_cell
+        return torch.cat([torch.sigmoid(out[..., :b]), torch.softmax(out[..., b:], -1)], -1)
+
+
+def encode_yolo_targets(
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    grid: int,
+    image_size: tuple[int, int],
+) -> torch.Tensor:
+    """(S, S, 5 + C) target of one image: x, y (in the cell), w, h (of the image),
+    objectness 1, one-hot class, in the cell holding each object's centre.
+
+    One object per cell: when two centres fall in the same cell, the larger
+    object is kept (YOLO v1's known limit on crowded scenes)."""
+    height, width = image_size
+    target = torch.zeros(grid, grid, 5 + num_classes)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in areas.argsort().tolist():  # small first, so a larger object overwrites
+        x1, y1, x2, y2 = boxes[i].tolist()
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        col, row = min(int(cx * grid), grid - 1), min(int(cy * grid), grid - 1)
+        target[row, col, :5] = torch.tensor(
+            [cx * grid - col, cy * grid - row, (x2 - x1) / width, (y2 - y1) / height, 1.0]
+        )
+        target[row, col, 5:] = 0
+        target[row, col, 5 + int(labels[i])] = 1
+    return target
+
+
+def _cell_boxes_to_xyxy(xy: torch.Tensor, wh: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, S, S, B, 2) cell offsets and (N, S, S, B, 2) relative sizes -> (N, S, S, B, 4)
+    xyxy boxes in fractions of the image (row index = dim 1, column index = dim 2)."""
+    index = torch.arange(grid, device=xy.device, dtype=xy.dtype)
+    cx = (xy[..., 0] + index.view(1, 1, grid, 1)) / grid
+    cy = (xy[..., 1] + index.view(1, grid, 1, 1)) / grid
+    return cxcywh_to_xyxy(torch.stack([cx, cy, wh[..., 0], wh[..., 1]], -1))
+
+
+class YOLOv1Loss(nn.Module):
+    """The YOLO v1 loss for ``course.train.fit``: ``loss(outputs, targets)`` with the
+    model's (N, S, S, 5B + C) output and a list of target dicts (``boxes``, ``labels``)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        grid: int,
+        boxes_per_cell: int = 2,
+        image_size: tuple[int, int] = (224, 224),
+        lambda_coord: float = 5.0,
+        lambda_noobj: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.grid, self.b = num_classes, grid, boxes_per_cell
+        self.image_size, self.lambda_coord, self.lambda_noobj = (
+            image_size,
+            lambda_coord,
+            lambda_noobj,
+        )
+
+    def forward(self, outputs: torch.Tensor, targets: Sequence[dict]) -> torch.Tensor:
+        outputs = outputs.float()
+        n, s = outputs.shape[0], self.grid
+        target = torch.stack(
+            [
+                encode_yolo_targets(
+                    t["boxes"].cpu(), t["labels"].cpu(), self.num_classes, s, self.image_size
+                )
+                for t in targets
+            ]
+        ).to(outputs.device)
+        boxes = outputs[..., : 5 * self.b].reshape(n, s, s, self.b, 5)  # x, y, sqrt w, sqrt h, C
+        has_object = target[..., 4] > 0  # (N, S, S)
+
+        predicted = _cell_boxes_to_xyxy(boxes[..., :2], boxes[..., 2:4] ** 2, s)
+        true = _cell_boxes_to_xyxy(target[..., None, :2], target[..., None, 2:4], s)
+        iou = _paired_iou(predicted, true.expand_as(predicted)).detach()  # (N, S, S, B)
+        responsible = nn.functional.one_hot(iou.argmax(-1), self.b).bool() & has_object[..., None]
+
+        t = target[..., None, :].expand(-1, -1, -1, self.b, -1)
+        coord = (
+            (boxes[..., 0] - t[..., 0]) ** 2
+            + (boxes[..., 1] - t[..., 1]) ** 2
+            + (boxes[..., 2] - t[..., 2].sqrt()) ** 2
+            + (boxes[..., 3] - t[..., 3].sqrt()) ** 2
+        )
+        confidence_obj = (boxes[..., 4] - iou) ** 2
+        confidence_noobj = boxes[..., 4] ** 2
+        classes = ((outputs[..., 5 * self.b :] - target[..., 5:]) ** 2).sum(-1)
+        loss = (
+            self.lambda_coord * coord[responsible].sum()
+            + confidence_obj[responsible].sum()
+            + self.lambda_noobj * confidence_noobj[~responsible].sum()
+            + classes[has_object].sum()
+        )
+        return loss / n
+
+
+def _paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of a[..., :] and b[..., :] element by element (same shapes (..., 4))."""
+    top_left = torch.max(a[..., :2], b[..., :2])
+    bottom_right = torch.min(a[..., 2:], b[..., 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
+
+
+@torch.no_grad()
+def decode_yolo(
+    outputs: torch.Tensor,
+    grid: int,
+    boxes_per_cell: int,
+    image_size: tuple[int, int],
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+) -> list[dict]:
+    """Detections of every image: score = confidence x class probability, boxes in input
+    pixels, then per-class NMS. Returns dicts ``boxes``, ``scores``, ``labels``."""
+    n, s = outputs.shape[0], grid
+    height, width = image_size
+    boxes = outputs[..., : 5 * boxes_per_cell].reshape(n, s, s, boxes_per_cell, 5).float()
+    probs = outputs[..., 5 * boxes_per_cell :].float()
+    xyxy = _cell_boxes_to_xyxy(boxes[..., :2], boxes[..., 2:4] ** 2, s)
+    xyxy = xyxy * torch.tensor([width, height, width, height], device=outputs.device)
+    class_prob, label = probs.max(-1)  # (N, S, S)
+    scores = boxes[..., 4] * class_prob[..., None]  # (N, S, S, B)
+    labels = label[..., None].expand_as(scores)
+    results = []
+    for i in range(n):
+        keep = scores[i].flatten() > score_threshold
+        b, sc, lb = (
+            xyxy[i].reshape(-1, 4)[keep],
+            scores[i].flatten()[keep],
+            labels[i].flatten()[keep],
+        )
+        kept = batched_nms(b, sc, lb, iou_threshold)
+        results.append({"boxes": b[kept], "scores": sc[kept], "labels": lb[kept]})
+    return results
+
+
+def yolo_output_from_targets(target: torch.Tensor, boxes_per_cell: int) -> torch.Tensor:
+    """A "perfect" network output for an encoded target (S, S, 5 + C): in a cell with an
+    object, the first box equals it with confidence 1 and the others have confidence 0.
+    Its loss is 0; it checks encode -> decode round trips."""
+    box = torch.cat([target[..., :2], target[..., 2:4].sqrt(), target[..., 4:5]], -1)
+    others = torch.zeros(*target.shape[:2], 5 * (boxes_per_cell - 1))
+    return torch.cat([box, others, target[..., 5:]], -1)

@@ -1,0 +1,277 @@
+"""Chapter 7: boxes, NMS, VOC metrics, VOC xml, synthetic VOC, CenterNet and YOLO v1."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from course.data.voc import (
+    SYNTHETIC_CLASSES,
+    DetectionAugmentation,
+    VOCAnnotationError,
+    VOCDetection,
+    make_synthetic_voc,
+    parse_voc_xml,
+)
+from course.detection import (
+    CenterNet,
+    CenterNetLoss,
+    YOLOv1,
+    YOLOv1Loss,
+    box_iou,
+    decode_centernet,
+    decode_yolo,
+    draw_gaussian,
+    encode_centernet_targets,
+    encode_yolo_targets,
+    focal_loss,
+    gaussian_radius,
+    nms,
+    voc_ap,
+    voc_map,
+    voc_to_yolo,
+    yolo_to_voc,
+)
+from course.detection.yolo import yolo_output_from_targets
+
+
+def random_boxes(n, seed, size=100.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * size
+    wh = torch.rand(n, 2, generator=g) * size / 3 + 1
+    return torch.cat([xy, xy + wh], 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_box_iou_equals_torchvision(seed):
+    a, b = random_boxes(30, seed), random_boxes(20, seed + 100)
+    torch.testing.assert_close(box_iou(a, b), torchvision.ops.box_iou(a, b))
+
+
+def test_box_iou_hand_values():
+    a = torch.tensor([[0.0, 0, 10, 10]])
+    b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    torch.testing.assert_close(box_iou(a, b), torch.tensor([[1.0, 50 / 150, 0.0]]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_nms_equals_torchvision(seed, threshold):
+    boxes = random_boxes(200, seed, size=60.0)
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold))
+
+
+def test_yolo_txt_round_trip_and_the_slides_example():
+    boxes = torch.tensor([[48.0, 240, 195, 371], [8, 12, 352, 498]])
+    labels = torch.tensor([11, 14])
+    text = voc_to_yolo(boxes, labels, width=353, height=500)
+    first = text.splitlines()[0].split()
+    assert first[0] == "11" and float(first[1]) == pytest.approx((48 + 195) / 2 / 353, abs=1e-6)
+    back, back_labels = yolo_to_voc(text, width=353, height=500)
+    torch.testing.assert_close(back, boxes, atol=1e-3, rtol=0)
+    assert torch.equal(back_labels, labels)
+    with pytest.raises(ValueError, match="5 fields"):
+        yolo_to_voc("3 0.5 0.5 0.2\n", 10, 10)
+
+
+def test_voc_ap_known_values():
+    assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == pytest.approx(1.0)
+    # one TP then one FP then one TP: recall .5, .5, 1; precision 1, .5, 2/3
+    ap = voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3]))
+    assert ap == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    ap07 = voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3]), use_07_metric=True)
+    assert ap07 == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+
+
+def gt(boxes, labels, difficult=None):
+    d = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)}
+    if difficult is not None:
+        d["difficult"] = torch.tensor(difficult)
+    return d
+
+
+def det(boxes, scores, labels):
+    return {"boxes": np.array(boxes, dtype=np.float32), "scores": np.array(scores),
+            "labels": np.array(labels)}
+
+
+def test_voc_map_perfect_duplicate_and_difficult():
+    truths = [gt([[0, 0, 10, 10], [20, 20, 40, 40]], [0, 1]), gt([[5, 5, 25, 25]], [0])]
+    perfect = [det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [0, 1]),
+               det([[5, 5, 25, 25]], [0.7], [0])]
+    result = voc_map(perfect, truths, num_classes=2)
+    assert result["map"] == 1.0 and result["ap"] == [1.0, 1.0]
+    # a duplicate of a matched object is a false positive (ranked above the second TP)
+    duplicate = [det([[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 40, 40]], [0.9, 0.85, 0.8],
+                     [0, 0, 1]), det([[5, 5, 25, 25]], [0.7], [0])]
+    assert voc_map(duplicate, truths, 2)["ap"][0] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # difficult objects: not counted as positives, detecting them is no false positive
+    hard = [gt([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [False, True])]
+    assert voc_map([det([[0, 0, 10, 10]], [0.9], [0])], hard, 1)["map"] == 1.0
+    assert voc_map([det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.95, 0.9], [0, 0])], hard,
+                   1)["map"] == 1.0
+    # a wrong class is a miss, a class without ground truth is left out of the mean
+    result = voc_map([det([[0, 0, 10, 10]], [0.9], [1])], [gt([[0, 0, 10, 10]], [0])], 3)
+    assert result["ap"][0] == 0.0 and np.isnan(result["ap"][2]) and result["map"] == 0.0
+
+
+def test_parse_voc_xml_and_the_malformed_file_error(tmp_path):
+    good = tmp_path / "000001.xml"
+    good.write_text("<annotation><filename>000001.jpg</filename><size><width>353</width>"
+                    "<height>500</height><depth>3</depth></size><object><name>dog</name>"
+                    "<difficult>0</difficult><bndbox><xmin>48</xmin><ymin>240</ymin>"
+                    "<xmax>195</xmax><ymax>371</ymax></bndbox></object><object><name>person"
+                    "</name><difficult>1</difficult><bndbox><xmin>8</xmin><ymin>12</ymin>"
+                    "<xmax>352</xmax><ymax>498</ymax></bndbox></object></annotation>")
+    target = parse_voc_xml(good)
+    assert target["labels"].tolist() == [11, 14] and target["size"] == (500, 353)
+    assert target["difficult"].tolist() == [False, True]
+    torch.testing.assert_close(target["boxes"][0], torch.tensor([47.0, 239, 195, 371]))
+    truncated = tmp_path / "000002.xml"
+    truncated.write_text(good.read_text()[:120])
+    with pytest.raises(VOCAnnotationError, match="000002.xml"):
+        parse_voc_xml(truncated)
+    missing = tmp_path / "000003.xml"
+    missing.write_text("<annotation><object><name>dog</name></object></annotation>")
+    with pytest.raises(VOCAnnotationError, match="000003.xml.*missing or malformed"):
+        parse_voc_xml(missing)
+    unknown = tmp_path / "000004.xml"
+    unknown.write_text(good.read_text().replace("dog", "unicorn"))
+    with pytest.raises(VOCAnnotationError, match="unknown class 'unicorn'"):
+        parse_voc_xml(unknown)
+    bomb = tmp_path / "000005.xml"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]>'
+                    "<annotation>&x;</annotation>")
+    with pytest.raises(VOCAnnotationError, match="000005.xml"):
+        parse_voc_xml(bomb)
+
+
+@pytest.fixture(scope="module")
+def synthetic_voc(tmp_path_factory):
+    return make_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=24, num_val=8, size=64,
+                              progress=False)
+
+
+def test_synthetic_voc_is_read_by_the_real_loader(synthetic_voc):
+    train = VOCDetection(synthetic_voc, image_set="train", classes=SYNTHETIC_CLASSES)
+    val = VOCDetection(synthetic_voc, image_set="val", classes=SYNTHETIC_CLASSES)
+    assert len(train) == 24 and len(val) == 8
+    image, target = train[0]
+    assert image.shape == (3, 64, 64) and 0 <= image.min() and image.max() <= 1
+    assert target["boxes"].shape[1] == 4 and len(target["labels"]) >= 1
+    difficult = torch.cat([train.target(i)["difficult"] for i in range(len(train))])
+    counts = torch.cat([train.target(i)["labels"] for i in range(len(train))])
+    assert 0 < difficult.sum() < len(difficult)  # some, not all, objects are difficult
+    assert len(counts.unique()) == len(SYNTHETIC_CLASSES)
+    with pytest.raises(FileNotFoundError, match="make_synthetic_voc"):
+        VOCDetection(synthetic_voc, image_set="test")
+
+
+def test_detection_augmentation_moves_boxes_with_pixels():
+    image = torch.zeros(3, 40, 60)
+    image[:, 10:20, 5:15] = 1.0  # a white box at x 5..15, y 10..20
+    target = {"boxes": torch.tensor([[5.0, 10, 15, 20]]), "labels": torch.tensor([2]),
+              "difficult": torch.tensor([False])}
+    for seed in range(20):
+        out, t = DetectionAugmentation(32, train=True, min_scale=0.8, seed=seed)(image, target)
+        assert out.shape == (3, 32, 32)
+        for box in t["boxes"]:
+            x1, y1, x2, y2 = box.round().int().tolist()
+            inside = out[0, y1:y2, x1:x2]
+            assert inside.numel() and inside.mean() > 0.6  # the box still covers the white square
+            assert out[0].sum() - inside.sum() < 0.2 * out[0].sum() + 2
+
+
+def test_gaussian_radius_reference_value_and_draw_max():
+    # values of the reference implementation (xingyizhou/CenterNet utils/image.py)
+    # (the smallest of its three cases, worked out by hand: r3 here)
+    assert gaussian_radius((10, 10)) == pytest.approx(2.7332, abs=1e-4)
+    assert gaussian_radius((20, 40)) == pytest.approx(7.3559, abs=1e-4)
+    heat = np.zeros((9, 9), np.float32)
+    draw_gaussian(heat, (2, 2), 2)
+    draw_gaussian(heat, (4, 2), 2)
+    assert heat[2, 2] == 1 and heat[2, 4] == 1 and heat.max() == 1  # max, not sum
+    draw_gaussian(heat, (0, 8), 3)  # clipped at the border
+    assert heat[8, 0] == 1
+
+
+def test_focal_loss_is_zero_for_a_perfect_heatmap_and_positive_otherwise():
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 1, 3, 4] = 1
+    perfect = torch.where(target == 1, 20.0, -20.0)
+    assert focal_loss(perfect, target) < 1e-3
+    assert focal_loss(torch.zeros_like(target), target) > 0.1
+
+
+def test_centernet_encode_decode_round_trip():
+    # inside the output grid (the reference clips boxes at output_size - 1)
+    boxes = torch.tensor([[8.0, 12, 40, 30], [30, 33, 58, 59], [2, 40, 21, 57]])
+    labels = torch.tensor([0, 3, 1])
+    t = encode_centernet_targets(boxes, labels, 4, (16, 16))
+    assert t["mask"].sum() == 3 and t["hm"].max() == 1
+    hm_logits = torch.logit(t["hm"].clamp(1e-6, 1 - 1e-6))
+    wh = torch.zeros(2, 256)
+    reg = torch.zeros(2, 256)
+    for k in range(3):
+        wh[:, t["ind"][k]] = t["wh"][k]
+        reg[:, t["ind"][k]] = t["reg"][k]
+    outputs = {"hm": hm_logits[None], "wh": wh.reshape(1, 2, 16, 16),
+               "reg": reg.reshape(1, 2, 16, 16)}
+    result = decode_centernet(outputs)[0]
+    keep = result["scores"] > 0.99
+    assert keep.sum() == 3
+    order = result["labels"][keep].argsort()
+    decoded = result["boxes"][keep][order]
+    expected = boxes[labels.argsort()]
+    torch.testing.assert_close(decoded, expected, atol=1e-4, rtol=0)  # offsets undo the stride
+
+
+def test_centernet_shapes_bias_and_loss_decreases():
+    torch.manual_seed(0)
+    model = CenterNet(num_classes=4)
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out["hm"].shape == (2, 4, 16, 16) and out["wh"].shape == (2, 2, 16, 16)
+    torch.testing.assert_close(model.hm[-1].bias, torch.full((4,), -2.19))
+    targets = [{"boxes": torch.tensor([[8.0, 8, 40, 40]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[20.0, 4, 60, 30]]), "labels": torch.tensor([2])}]
+    loss_fn = CenterNetLoss(4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 64, 64)
+    losses = []
+    for _ in range(15):
+        loss = loss_fn(model(x), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert set(loss_fn.last) == {"hm", "wh", "off"}
+
+
+def test_yolo_encode_decode_round_trip():
+    boxes = torch.tensor([[8.0, 12, 40, 30], [30, 33, 62, 60], [2, 40, 20, 62]])
+    labels = torch.tensor([0, 3, 1])
+    target = encode_yolo_targets(boxes, labels, 4, grid=4, image_size=(64, 64))
+    assert target[..., 4].sum() == 3
+    output = yolo_output_from_targets(target, boxes_per_cell=2)[None]
+    result = decode_yolo(output, grid=4, boxes_per_cell=2, image_size=(64, 64),
+                         score_threshold=0.5)[0]
+    order = result["labels"].argsort()
+    torch.testing.assert_close(result["boxes"][order], boxes[labels.argsort()], atol=1e-4,
+                               rtol=0)
+    assert result["scores"].min() > 0.99
+
+
+def test_yolo_loss_is_zero_for_the_perfect_output_and_trains():
+    boxes = torch.tensor([[8.0, 12, 40, 30]])
+    labels = torch.tensor([2])
+    target = encode_yolo_targets(boxes, labels, 4, grid=4, image_size=(64, 64))
+    perfect = yolo_output_from_targets(target, 2)[None]
+    loss_fn = YOLOv1Loss(4, grid=4, image_size=(64, 64))
+    assert loss_fn(perfect, [{"boxes": boxes, "labels": labels}]) < 1e-6
+    torch.manual_seed(0)
+    model = YOLOv1(4, grid=4)
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 4, 4, 14)
+    torch.testing.assert_close(out[..., 10:].sum(-1), torch.ones(2, 4, 4))
