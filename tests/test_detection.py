@@ -275,3 +275,18 @@ def test_yolo_loss_is_zero_for_the_perfect_output_and_trains():
     out = model(torch.rand(2, 3, 64, 64))
     assert out.shape == (2, 4, 4, 14)
     torch.testing.assert_close(out[..., 10:].sum(-1), torch.ones(2, 4, 4))
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+def test_truncated_backbones_keep_stride_4_and_only_used_weights(stages):
+    model = CenterNet(4, stages=stages)
+    out = model(torch.rand(1, 3, 64, 64))
+    assert out["hm"].shape == (1, 4, 16, 16) and out["reg"].shape == (1, 2, 16, 16)
+    out["hm"].sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None and "hm" not in n
+              and not n.startswith(("wh.", "reg."))]
+    assert unused == []
+    yolo = YOLOv1(4, grid=8, stages=stages)
+    assert yolo(torch.rand(1, 3, 64, 64)).shape == (1, 8, 8, 14)
+    with pytest.raises(ValueError, match="stages"):
+        CenterNet(4, stages=1)

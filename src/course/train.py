@@ -478,7 +478,7 @@ def _train_one_epoch(
         n = _batch_size(y)
         total_loss = total_loss + loss.detach().float() * n
         total_seen += n
-        correct = _correct(output.detach(), y)
+        correct = _correct(output, y)  # argmax carries no gradient
         if correct is None:
             accuracy_known = False
         else:

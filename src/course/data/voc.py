@@ -223,19 +223,27 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Sequence[float], colo
 
 
 def render_voc_scene(
-    seed: int, size: int = 128, max_objects: int = 4, classes: Sequence[str] = SYNTHETIC_CLASSES
+    seed: int,
+    size: int = 128,
+    max_objects: int = 4,
+    classes: Sequence[str] = SYNTHETIC_CLASSES,
+    textured: bool = True,
 ):
     """One synthetic detection image: (PIL image, boxes (N, 4), labels, difficult).
 
     1 to ``max_objects`` shapes on a textured background (foliage, sky, bark,
-    flowers), each 12-45 % of the image side, possibly overlapping (later ones
+    flowers; a plain grey background when not ``textured``: an easier task that
+    CPU budgets can learn), each 12-45 % of the image side, possibly overlapping (later ones
     occlude earlier ones). An object smaller than 15 % of the side, or more
     than half hidden by later shapes, is marked difficult, as VOC annotators
     mark hard objects.
     """
     rng = np.random.default_rng(seed)
-    image = draw_background(rng, ("foliage", "sky", "bark", "flowers")[rng.integers(4)], size)
-    image = image.filter(ImageFilter.GaussianBlur(size / 60))  # keep shapes above the texture
+    if textured:
+        image = draw_background(rng, ("foliage", "sky", "bark", "flowers")[rng.integers(4)], size)
+        image = image.filter(ImageFilter.GaussianBlur(size / 60))  # shapes above the texture
+    else:
+        image = Image.new("RGB", (size, size), (int(rng.integers(40, 110)),) * 3)
     draw = ImageDraw.Draw(image)
     n = int(rng.integers(1, max_objects + 1))
     boxes, labels, masks = [], [], []
@@ -270,6 +278,7 @@ def make_synthetic_voc(
     num_val: int = 200,
     size: int = 128,
     seed: int = 0,
+    textured: bool = True,
     progress: bool = True,
 ) -> Path:
     """Write a VOC2007-layout data set of shapes under ``root/VOCdevkit/VOC2007``.
@@ -289,7 +298,8 @@ def make_synthetic_voc(
         xml = folder / "Annotations" / f"{image_id}.xml"
         if xml.exists():
             continue
-        image, boxes, labels, difficult = render_voc_scene(seed * 1_000_003 + int(image_id), size)
+        image, boxes, labels, difficult = render_voc_scene(seed * 1_000_003 + int(image_id), size,
+                                                           textured=textured)
         image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
         tmp = xml.with_suffix(".tmp")
         write_voc_xml(

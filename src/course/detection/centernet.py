@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course.models.resnet import ResNet18, resnet18
+from course.models.resnet import ResNet18, detection_backbone
 
 STRIDE = 4
 MAX_OBJECTS = 128
@@ -35,6 +35,13 @@ MAX_OBJECTS = 128
 
 class CenterNet(nn.Module):
     """ResNet18 -> 3 deconvolutions (stride 32 -> 4) -> heads ``hm``, ``wh``, ``reg``.
+
+    The deconvolutions have 256, 128 and 64 channels, as the paper's ResNet
+    variant ("to save computation"; the reference code's msra_resnet uses 256
+    for all three); each head is 3x3 conv (64) -> ReLU -> 1x1 conv. With
+    ``stages=2`` or ``3`` the backbone stops after layer2 or layer3 (stride 8
+    or 16) and only the last one or two deconvolutions remain: the CPU
+    profiles of chapter 7 use it on 64-pixel images.
 
     Input (N, 3, H, W) in [0, 1] (H, W multiples of 32; ImageNet
     normalisation inside); output a dict of (N, C, H/4, W/4), (N, 2, H/4, W/4)
@@ -46,17 +53,20 @@ class CenterNet(nn.Module):
         self,
         num_classes: int,
         backbone: ResNet18 | None = None,
-        deconv_channels: Sequence[int] = (256, 256, 256),
+        deconv_channels: Sequence[int] = (256, 128, 64),
         head_channels: int = 64,
+        stages: int = 4,
     ):
         super().__init__()
+        self.stages = stages
+        deconv_channels = tuple(deconv_channels)[len(deconv_channels) - (stages - 1) :]
         from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
         self.num_classes = num_classes
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.backbone = backbone if backbone is not None else resnet18()
+        self.backbone = detection_backbone(backbone, stages)
         layers: list[nn.Module] = []
-        previous = 512
+        previous = (64, 128, 256, 512)[stages - 1]
         for channels in deconv_channels:  # each doubles the resolution
             layers += [
                 nn.ConvTranspose2d(previous, channels, 4, stride=2, padding=1, bias=False),
@@ -77,7 +87,7 @@ class CenterNet(nn.Module):
         nn.init.constant_(self.hm[-1].bias, -2.19)  # -log((1 - 0.1) / 0.1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.upsample(self.backbone.features(self.normalize(x)))
+        features = self.upsample(self.backbone.features(self.normalize(x), self.stages))
         return {"hm": self.hm(features), "wh": self.wh(features), "reg": self.reg(features)}
 
 

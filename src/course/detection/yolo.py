@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from course.detection.boxes import batched_nms, cxcywh_to_xyxy
-from course.models.resnet import ResNet18, resnet18
+from course.models.resnet import ResNet18, detection_backbone
 
 
 class YOLOv1(nn.Module):
     """ResNet18 features -> conv -> resize to S x S -> 1x1 conv to 5B + C channels.
+
+    ``stages`` (2 to 4) cuts the backbone as in :class:`course.detection.CenterNet`.
 
     Input (N, 3, H, W) in [0, 1] (normalisation inside); output (N, S, S, 5B + C)
     with the box values and confidences through a sigmoid and the class
@@ -41,22 +43,24 @@ class YOLOv1(nn.Module):
         grid: int = 7,
         boxes_per_cell: int = 2,
         backbone: ResNet18 | None = None,
+        stages: int = 4,
     ) -> None:
         super().__init__()
         from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
         self.num_classes, self.grid, self.boxes_per_cell = num_classes, grid, boxes_per_cell
+        self.stages = stages
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.backbone = backbone if backbone is not None else resnet18()
+        self.backbone = detection_backbone(backbone, stages)
         self.neck = nn.Sequential(
-            nn.Conv2d(512, 256, 3, padding=1, bias=False),
+            nn.Conv2d((64, 128, 256, 512)[stages - 1], 256, 3, padding=1, bias=False),
             nn.BatchNorm2d(256),
             nn.LeakyReLU(0.1, inplace=True),
         )
         self.head = nn.Conv2d(256, 5 * boxes_per_cell + num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.neck(self.backbone.features(self.normalize(x)))
+        f = self.neck(self.backbone.features(self.normalize(x), self.stages))
         f = nn.functional.interpolate(
             f, size=(self.grid, self.grid), mode="bilinear", align_corners=False
         )

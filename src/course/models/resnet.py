@@ -97,13 +97,33 @@ class ResNet18(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, 512, H/32, W/32): the backbone used by detection heads."""
+    def features(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:
+        """The backbone used by detection heads: the stem, then the first ``stages`` stages.
+
+        (N, 3, H, W) -> (N, 512, H/32, W/32) with all four stages; with 3 or 2,
+        (N, 256, H/16, W/16) or (N, 128, H/8, W/8): finer maps and less compute,
+        which small images on a CPU need (chapter 7).
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:stages]:
+            x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def detection_backbone(backbone: ResNet18 | None, stages: int = 4) -> ResNet18:
+    """ResNet18 (random if None) with the stages after ``stages`` and the classifier head
+    replaced by ``nn.Identity``, so that a detector holds only the weights it uses.
+    Used in chapter 7."""
+    if stages not in (2, 3, 4):
+        raise ValueError(f"stages must be 2, 3 or 4, got {stages}")
+    backbone = backbone if backbone is not None else ResNet18()
+    for name in ("layer3", "layer4")[stages - 2 :]:
+        setattr(backbone, name, nn.Identity())
+    backbone.avgpool, backbone.fc = nn.Identity(), nn.Identity()
+    return backbone
 
 
 def torch_home() -> Path:
