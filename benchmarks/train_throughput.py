@@ -1,0 +1,124 @@
+"""Training throughput of ResNet18: course.train.fit against a naive and a tuned loop.
+
+    python benchmarks/train_throughput.py                       # CUDA: 224 px, batch 256
+    python benchmarks/train_throughput.py --device cpu --batch 8 --image-size 64 --steps 3
+
+Three loops train the same ResNet18 (SGD, momentum 0.9) on synthetic data
+already on the device, so that only the training step is measured:
+
+- naive: float32, NCHW, ``loss.backward(); optimizer.step()``;
+- tuned: bf16 autocast, channels_last, ``torch.compile`` (the reference that
+  a GPU engineer would write by hand);
+- course.train.fit: the loop every chapter uses (AMP and channels_last on
+  CUDA, no compile).
+
+Each runs ``--warmup`` steps, then ``--steps`` timed steps, synchronised.
+Prints images/s and the ratios. Nothing is asserted; results go to
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from torch import nn
+
+from course.models import resnet18
+from course.train import fit
+from course.utils import get_device, synchronize
+
+
+def batches(n: int, batch: int, size: int, device: torch.device, channels_last: bool = False):
+    x = torch.rand(batch, 3, size, size, device=device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    return [(x, y)] * n
+
+
+def naive_loop(model, data, optimizer) -> None:
+    for x, y in data:
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def tuned_step(model, optimizer, device):
+    def step(x, y):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def timed(run, steps: int, batch: int, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    run()
+    synchronize(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--no-compile", action="store_true", help="tuned loop without compile")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        print(f"GPU: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    b, s = args.batch, args.image_size
+    results = {}
+
+    def fresh(channels_last=False):
+        torch.manual_seed(0)
+        model = resnet18().to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    model, opt = fresh()
+    naive_loop(model, batches(args.warmup, b, s, device), opt)
+    results["naive fp32 NCHW"] = timed(
+        lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b, device)
+
+    model, opt = fresh(channels_last=device.type == "cuda")
+    step = tuned_step(model, opt, device)
+    if not args.no_compile:
+        step = torch.compile(step)
+    warm = batches(args.warmup, b, s, device, channels_last=device.type == "cuda")
+    for x, y in warm:
+        step(x, y)
+    data = batches(args.steps, b, s, device, channels_last=device.type == "cuda")
+    name = "tuned bf16 + channels_last" + ("" if args.no_compile else " + compile")
+    results[name] = timed(lambda: [step(x, y) for x, y in data], args.steps, b, device)
+
+    model, opt = fresh()
+    fit(model, batches(args.warmup, b, s, device), epochs=1, optimizer=opt, device=device,
+        progress=False)
+    results["course.train.fit"] = timed(
+        lambda: fit(model, batches(args.steps, b, s, device), epochs=1, optimizer=opt,
+                    device=device, progress=False), args.steps, b, device)
+
+    naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
+    print(f"ResNet18, {s} px, batch {b}, {args.steps} timed steps on {device}")
+    for k, v in results.items():
+        print(f"  {k:42s} {v:9.1f} images/s")
+    print(f"  course.train.fit / tuned = {ours / tuned:.2f}   course.train.fit / naive = "
+          f"{ours / naive:.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
