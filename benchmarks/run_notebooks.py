@@ -28,8 +28,17 @@ def _widgets_stand_in() -> None:
         import ipywidgets  # noqa: F401
     except ImportError:
         stub = types.ModuleType("ipywidgets")
-        stub.interact = lambda *args, **kwargs: None
-        stub.__getattr__ = lambda name: (lambda *args, **kwargs: None)
+
+        def widget(*args, **kwargs):
+            return None
+
+        def module_getattr(name: str):
+            if name[:1].isupper():  # IntSlider, Dropdown, ...
+                return widget
+            raise AttributeError(name)
+
+        stub.interact = widget
+        stub.__getattr__ = module_getattr
         sys.modules["ipywidgets"] = stub
 
 

@@ -93,16 +93,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results["naive fp32 NCHW"] = timed(
         lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b, device)
 
-    model, opt = fresh(channels_last=device.type == "cuda")
-    step = tuned_step(model, opt, device)
-    if not args.no_compile:
-        step = torch.compile(step)
-    warm = batches(args.warmup, b, s, device, channels_last=device.type == "cuda")
-    for x, y in warm:
-        step(x, y)
-    data = batches(args.steps, b, s, device, channels_last=device.type == "cuda")
-    name = "tuned bf16 + channels_last" + ("" if args.no_compile else " + compile")
-    results[name] = timed(lambda: [step(x, y) for x, y in data], args.steps, b, device)
+    for compiled in ([False] if args.no_compile else [False, True]):
+        model, opt = fresh(channels_last=device.type == "cuda")
+        step = tuned_step(model, opt, device)
+        if compiled:
+            step = torch.compile(step)
+        for x, y in batches(args.warmup, b, s, device, channels_last=device.type == "cuda"):
+            step(x, y)
+        data = batches(args.steps, b, s, device, channels_last=device.type == "cuda")
+        name = "tuned bf16 + channels_last" + (" + compile" if compiled else "")
+        results[name] = timed(lambda step=step, data=data: [step(x, y) for x, y in data],
+                              args.steps, b, device)
 
     model, opt = fresh()
     fit(model, batches(args.warmup, b, s, device), epochs=1, optimizer=opt, device=device,
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     device=device, progress=False), args.steps, b, device)
 
     naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
+    # ``name`` is the last tuned variant: the compiled one unless --no-compile
     print(f"ResNet18, {s} px, batch {b}, {args.steps} timed steps on {device}")
     for k, v in results.items():
         print(f"  {k:42s} {v:9.1f} images/s")

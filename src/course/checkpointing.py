@@ -20,6 +20,7 @@ Used in chapter 5 (and by ``benchmarks/checkpointing.py``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -86,6 +87,7 @@ def peak_cuda_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
     if device.type != "cuda":
         raise ValueError("peak_cuda_bytes needs CUDA tensors; on CPU use saved_activation_bytes")
     model.zero_grad(set_to_none=True)
+    gc.collect()  # earlier graphs held in reference cycles would still count
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     model(*inputs).float().sum().backward()
