@@ -78,9 +78,11 @@ def saved_activation_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
 
 
 def peak_cuda_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Peak GPU memory (``torch.cuda.max_memory_allocated``) of one forward + backward.
+    """GPU memory that one forward + backward adds at its peak, in bytes.
 
-    Includes parameters, gradients and the workspace of the kernels, which
+    ``torch.cuda.max_memory_allocated`` during the step minus what was
+    allocated just before it (the weights, the inputs, anything left over),
+    so it counts activations, gradients and the kernels' workspace, which
     :func:`saved_activation_bytes` leaves out. CUDA only.
     """
     device = inputs[0].device
@@ -89,10 +91,13 @@ def peak_cuda_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
     model.zero_grad(set_to_none=True)
     gc.collect()  # earlier graphs held in reference cycles would still count
     torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     model(*inputs).float().sum().backward()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    model.zero_grad(set_to_none=True)
+    return peak
 
 
 # ---------------------------------------------------------------------------
