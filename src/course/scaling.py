@@ -252,8 +252,9 @@ def train_data_parallel(
     the same model, wraps it in DistributedDataParallel, reads its shard of
     every global minibatch through a DistributedSampler, and trains with the
     linearly scaled lr and warmup. Rank 0 reports and saves the weights.
-    Plain SGD (no momentum, no weight decay) so that one step can be
-    compared exactly with a single-process step.
+    SGD with momentum 0.9 and no weight decay: PyTorch's momentum buffer
+    starts as the first gradient, so the first step is a plain SGD step and
+    can be compared exactly with a single-process step.
     """
     from course.train import save_checkpoint
 
@@ -273,13 +274,13 @@ def train_data_parallel(
 
     global_batch = batch_per_process * world
     lr = linear_scaled_lr(base_lr, global_batch, base_batch_size)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.9)
     scheduler = warmup_schedule(optimizer, warmup_steps, steps, decay="cosine",
                                 start_factor=0.0 if warmup_steps else 1.0)
     if rank == 0:
         print(f"{world} processes ({'nccl' if use_cuda else 'gloo'}), {batch_per_process} "
               f"samples each: global batch {global_batch}, peak lr {lr:g}", flush=True)
-    step, epoch = 0, 0
+    step, epoch, loss_sum, since = 0, 0, 0.0, 0
     while step < steps:
         sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on all processes
         for x, y in loader:
@@ -290,11 +291,20 @@ def train_data_parallel(
             optimizer.step()
             scheduler.step()
             step += 1
-            if rank == 0 and (step % 20 == 0 or step == steps):
-                print(f"step {step:4d}  loss {loss.item():.4f}", flush=True)
+            if rank == 0:
+                loss_sum, since = loss_sum + loss.item(), since + 1
+                if step % 20 == 0 or step == steps:
+                    print(f"step {step:4d}  mean loss of rank 0 over the last {since} steps "
+                          f"{loss_sum / since:.4f}", flush=True)
+                    loss_sum, since = 0.0, 0
             if step == steps:
                 break
         epoch += 1
+    if rank == 0:
+        x, y = data.tensors
+        with torch.no_grad():
+            accuracy = (model(x.to(device)).argmax(1).cpu() == y).float().mean().item()
+        print(f"accuracy on the {len(y)} training images: {accuracy:.3f}", flush=True)
     if rank == 0 and out is not None:
         save_checkpoint(out, {"model": model.state_dict(), "world_size": world,
                               "batch_per_process": batch_per_process, "steps": steps})
@@ -324,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-per-process", type=int, default=32)
-    parser.add_argument("--base-lr", type=float, default=0.1, help="lr for --base-batch-size")
+    parser.add_argument("--base-lr", type=float, default=0.4, help="lr for --base-batch-size")
     parser.add_argument("--base-batch-size", type=int, default=256)
     parser.add_argument("--warmup-steps", type=int, default=10)
     parser.add_argument("--samples", type=int, default=2048)
