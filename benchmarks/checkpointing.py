@@ -6,7 +6,8 @@
 For a deep chain of Linear+ReLU layers and for ResNet18, it prints one row per
 segment count: activation bytes kept after the forward pass and at the
 backward peak (measured with saved-tensor hooks, see course.checkpointing),
-the CUDA peak of one step above the weights (torch.cuda.max_memory_allocated) on a GPU, the median
+the CUDA peak of one step above the memory already allocated before it
+(torch.cuda.max_memory_allocated) on a GPU, the median
 time of one forward + backward, and the overhead against the plain model
 (Chen et al. 2016 report about 30 %, one extra forward pass).
 

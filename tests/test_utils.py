@@ -1,10 +1,18 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from course.utils import count_parameters, get_device, seed_everything, timer
+from course.utils import (
+    count_parameters,
+    eval_mode,
+    get_device,
+    model_device,
+    seed_everything,
+    timer,
+)
 
 
 def test_count_parameters_matches_the_formula():
@@ -49,3 +57,20 @@ def test_timer_measures_the_block():
     with timer("cpu") as t:
         torch.randn(200, 200) @ torch.randn(200, 200)
     assert 0 < t["seconds"] < 60
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout())
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(RuntimeError), eval_mode(model):
+            assert not model.training and not model[1].training
+            raise RuntimeError
+        assert model.training is training and model[1].training is training
+
+
+def test_model_device_is_the_parameters_device_or_cpu():
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert model_device(torch.nn.Linear(2, 2).cuda()).type == "cuda"

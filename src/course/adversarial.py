@@ -23,25 +23,15 @@ Used in chapter 4.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from course.train import to_device
+from course.utils import eval_mode, model_device
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -64,7 +54,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         target: labels (N,) to reach instead: the step then *decreases* the
             loss of ``target`` (targeted attack); ``y`` is ignored.
     """
-    with _eval_mode(model):
+    with eval_mode(model):
         if target is None:
             step = eps * _input_gradient(model, x, y).sign()
         else:
@@ -114,7 +104,7 @@ def pgd_attack(steps: int = 10, alpha_ratio: float = 2.5) -> Attack:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with _eval_mode(model):
+    with eval_mode(model):
         return model(x).argmax(1)
 
 
@@ -132,7 +122,7 @@ def accuracy_under_attack(
     wrong at every eps (it needs no attack). See :func:`flip_rate` for the
     success rate among the samples that were right.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     correct = dict.fromkeys(epsilons, 0)
     seen = 0
     for x, y in tqdm(loader, desc="attacking", leave=False, disable=not progress):
@@ -193,11 +183,11 @@ def train_patch(
     target); the pixels stay in [0, 1]. The model is frozen and left in its mode.
     Returns the patch (C, patch_size, patch_size) on the CPU.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     generator = torch.Generator().manual_seed(seed)
     patch = None
     optimizer = None
-    with _eval_mode(model):
+    with eval_mode(model):
         for _ in tqdm(range(epochs), desc="patch", leave=False, disable=not progress):
             for x, _y in loader:
                 x = to_device(x, device)
@@ -238,7 +228,7 @@ def train_adversarially(
     than free"): every batch is replaced by adversarial examples of the current model
     before the usual training step. Returns the mean training loss of each epoch.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     losses = []
     for _ in tqdm(range(epochs), desc="adversarial training", disable=not progress):

@@ -32,11 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize, data_root
 from course.data.hornets import (
     DISTRACTORS,
     ImageTensorDataset,
-    data_root,
     load_hornet_images,
     make_insect_source_task,
     make_synthetic_hornets,

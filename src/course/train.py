@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course.utils import get_device
+from course.utils import eval_mode, get_device, model_device
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -138,12 +138,10 @@ def evaluate(
     Returns ``{"loss": float, "accuracy": float}``; accuracy is NaN when the
     outputs are not class logits. The model's train/eval mode is restored.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
-    was_training = model.training
-    model.eval()
     total_loss, total_correct, total_seen, accuracy_known = 0.0, 0, 0, True
-    try:
+    with eval_mode(model):
         for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
             x, y = to_device(x, device, device.type == "cuda"), to_device(y, device)
             with _autocast(device, amp):
@@ -157,8 +155,6 @@ def evaluate(
                 accuracy_known = False
             else:
                 total_correct += int(correct)
-    finally:
-        model.train(was_training)
     if total_seen == 0:
         raise ValueError("the loader is empty: nothing to evaluate")
     accuracy = total_correct / total_seen if accuracy_known else math.nan
@@ -177,25 +173,16 @@ def predict(
     Returns ``(outputs, targets)``, e.g. logits (N, C) and labels (N,) for a
     classifier: what a confusion matrix or a calibration plot needs.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
-    was_training = model.training
-    model.eval()
     outputs, targets = [], []
-    try:
+    with eval_mode(model):
         for x, y in loader:
             with _autocast(device, amp):
                 out = model(to_device(x, device, device.type == "cuda"))
             outputs.append(out.float().cpu())
             targets.append(y.cpu() if isinstance(y, torch.Tensor) else torch.as_tensor(y))
-    finally:
-        model.train(was_training)
     return torch.cat(outputs), torch.cat(targets)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------
@@ -509,7 +496,7 @@ def train_steps(
 
     Used in chapters 1 and 6.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device).train()
     losses: list[float] = []
     batches = iter(loader)

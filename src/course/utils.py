@@ -55,6 +55,27 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return total
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for a block, then restore the mode it had.
+
+    Evaluation, prediction and attacks use it so that they never leave a model
+    that was training in eval mode (or the reverse).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def synchronize(device: torch.device | str | None = None) -> None:
     """Wait for queued GPU work, so wall-clock timings measure the computation."""
     device = torch.device(device) if device is not None else get_device()

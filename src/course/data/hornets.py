@@ -32,16 +32,13 @@ from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from course.data import data_root
+
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
 SLIDES_COUNTS = {"presence": 1042, "absence": 1844}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BACKGROUNDS = ("foliage", "sky", "bark", "flowers")
 DISTRACTORS = ("bee", "wasp", "fly", "ladybird", "stripes")
-
-
-def data_root() -> Path:
-    """``$COURSE_DATA`` if set, else ``./data``."""
-    return Path(os.environ.get("COURSE_DATA", "data"))
 
 
 # ---------------------------------------------------------------------------

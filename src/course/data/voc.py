@@ -36,7 +36,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from course.data.hornets import data_root, draw_background
+from course.data import data_root
+from course.data.hornets import draw_background
 
 VOC_CLASSES = (
     "aeroplane",

@@ -15,8 +15,8 @@ import torch
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """(N, 4) xyxy -> (N,) areas."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    """(..., 4) xyxy -> (...) areas, e.g. (N, 4) -> (N,)."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

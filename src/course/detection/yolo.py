@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from course.detection.boxes import batched_nms, cxcywh_to_xyxy
+from course.detection.boxes import batched_nms, box_area, cxcywh_to_xyxy
 from course.models.resnet import ResNet18, detection_backbone
 
 
@@ -169,8 +169,7 @@ def _paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     top_left = torch.max(a[..., :2], b[..., :2])
     bottom_right = torch.min(a[..., 2:], b[..., 2:])
     inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
+    return inter / (box_area(a) + box_area(b) - inter).clamp(min=1e-9)
 
 
 @torch.no_grad()
