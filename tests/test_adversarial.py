@@ -157,3 +157,18 @@ def test_adversarial_training_runs_and_lowers_its_loss():
     losses = train_adversarially(model, DataLoader(data, batch_size=64, shuffle=True), optimizer,
                                  epochs=4, eps=4 / 255, progress=False)
     assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_attacks_refuse_images_outside_the_pixel_range_and_negative_budgets():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x, y = torch.rand(2, 3, 2, 2), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="0-255 values: divide by 255"):
+        fgsm(model, x * 255, y, 8 / 255)
+    with pytest.raises(ValueError, match=r"dtype torch.uint8.*\.float\(\) / 255"):
+        pgd(model, (x * 255).to(torch.uint8), y, 8 / 255, 2 / 255, 3)
+    with pytest.raises(ValueError, match="Normalize"):
+        fgsm(model, (x - 0.45) / 0.22, y, 8 / 255)  # normalised outside the model
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        fgsm(model, x, y, -8 / 255)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        pgd(model, x, y, 8 / 255, -1 / 255, 3)

@@ -11,6 +11,7 @@ from course.data import hornets
 from course.data.hornets import (
     ImageTensorDataset,
     find_hornet_images,
+    load_hornet_data,
     load_hornet_images,
     make_insect_source_task,
     make_synthetic_hornets,
@@ -22,12 +23,11 @@ from course.finetune import (
     balanced_accuracy,
     confusion_matrix,
     freeze_backbone,
-    load_hornet_data,
+    hornet_image_size,
     param_groups,
     pretrained_resnet18,
     replace_head,
 )
-from course.models import resnet as resnet_module
 from course.models import resnet18
 
 
@@ -104,12 +104,24 @@ def test_missing_or_empty_folder_gives_the_documented_error(tmp_path):
 def test_real_folder_is_preferred_to_the_synthetic_set(small_set, tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_DATA", str(small_set.parent))
     data = load_hornet_data(32, progress=False)
-    assert data.origin.startswith("real") and len(data.labels) == 28
+    assert data.origin.startswith("real") and data.real and len(data.labels) == 28
+    capped = load_hornet_data(32, progress=False, max_images=10)
+    assert len(capped.labels) == 10 and capped.labels.sum() == 4  # stratified: 10 of 18 + 10
+    assert capped.fingerprint() != data.fingerprint()
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("COURSE_DATA", str(empty))
     data = load_hornet_data(32, synthetic_scale=0.01, progress=False)
-    assert data.origin.startswith("synthetic") and (empty / "synthetic").is_dir()
+    assert data.origin.startswith("synthetic") and not data.real
+    assert (empty / "synthetic").is_dir()
+
+
+def test_image_size_follows_the_origin_of_weights_and_data(monkeypatch):
+    for profile, small, large in (("smoke", 32, 64), ("cpu", 48, 112), ("gpu", 48, 224)):
+        monkeypatch.setenv("COURSE_PROFILE", profile)
+        assert hornet_image_size(imagenet_weights=False, real_photos=False) == small
+        assert hornet_image_size(imagenet_weights=True, real_photos=False) == large
+        assert hornet_image_size(imagenet_weights=False, real_photos=True) == large
 
 
 def test_new_head_has_two_outputs_and_keeps_the_backbone():
@@ -154,10 +166,9 @@ def test_balanced_accuracy_and_confusion_matrix():
     assert balanced_accuracy(y, pred) == pytest.approx((3 / 4 + 1 / 2) / 2)
 
 
-def test_offline_fallback_pretrains_on_synthetic_once_and_caches(tmp_path, monkeypatch):
+def test_offline_fallback_pretrains_on_synthetic_once_and_caches(tmp_path, monkeypatch, web):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(resnet_module, "_can_reach", lambda *a, **k: False)
     with pytest.raises(RuntimeError, match="not cached"):
         pretrained_resnet18("imagenet")
     model, origin = pretrained_resnet18("auto", image_size=32, samples=64, epochs=1,
@@ -191,3 +202,22 @@ def test_augmentations_keep_shape_and_pixel_range(randaugment):
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1
     assert not torch.equal(x, images[0].float() / 255)
+
+
+def test_photos_are_read_upright_with_their_exif_orientation(tmp_path):
+    from PIL import Image
+
+    upright = Image.new("RGB", (40, 60), (220, 30, 30))  # portrait: red top, blue bottom
+    upright.paste((30, 30, 220), (0, 30, 40, 60))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # how the phone's sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    (tmp_path / "presence").mkdir()
+    (tmp_path / "absence").mkdir()
+    stored.save(tmp_path / "presence" / "IMG_0001.JPG", exif=exif, quality=95)
+    upright.save(tmp_path / "absence" / "scan.png")
+    images, labels, paths = load_hornet_images(tmp_path, 32, progress=False)
+    assert [p.name for p in paths] == ["scan.png", "IMG_0001.JPG"] and labels.tolist() == [0, 1]
+    for image in images:  # both read as the upright picture: red above blue
+        top, bottom = image[:, 2].float().mean(1), image[:, -3].float().mean(1)
+        assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]

@@ -43,32 +43,6 @@ def test_block_shapes():
     assert ResBlockB(64)(torch.rand(1, 64, 7, 7)).shape == (1, 128, 4, 4)
 
 
-def test_imagenet_weights_offline_fail_fast_with_instructions(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(resnet_module, "_can_reach", lambda host, port=443, timeout=3.0: False)
-    with pytest.raises(RuntimeError) as err:
-        resnet18(weights="imagenet")
-    message = str(err.value)
-    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
-    assert "weights=None" in message and resnet_module.IMAGENET_URL in message
-
-
-def test_imagenet_weights_load_from_torchvision_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(resnet_module, "_can_reach", lambda *a, **k: pytest.fail("no network"))
-    torch.manual_seed(1)
-    cached = torchvision.models.resnet18().state_dict()
-    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(cached, path)
-    model = resnet18(weights="imagenet")
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, cached[k]), k
-    two_class = resnet18(num_classes=2, weights="imagenet")
-    assert two_class.fc.weight.shape == (2, 512)
-    assert torch.equal(two_class.layer4[1].conv2.weight, cached["layer4.1.conv2.weight"])
-
-
 def test_unknown_weights_name():
     with pytest.raises(ValueError, match="imagenet"):
         resnet18(weights="IMAGENET1K_V2")

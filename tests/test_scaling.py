@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from course.runstate import load_state
 from course.scaling import (
     accumulated_gradients,
     ddp_example_data,
@@ -22,7 +23,6 @@ from course.scaling import (
     warmup_factor,
     warmup_schedule,
 )
-from course.train import load_checkpoint
 from tests.conftest import ROOT
 
 
@@ -120,7 +120,7 @@ def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
                               "--base-lr", str(base_lr), "--base-batch-size", str(base_batch),
                               "--warmup-steps", "0", "--samples", "256", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
-    ddp_weights = load_checkpoint(out)["model"]
+    ddp_weights = load_state(out)["model"]
 
     model = ddp_example_model()
     x, y = first_global_batch(ddp_example_data(256), world=2, batch_per_process=n)
@@ -139,3 +139,18 @@ def test_script_refuses_to_run_without_torchrun():
     result = subprocess.run([sys.executable, "-m", "course.scaling"], capture_output=True,
                             text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode != 0 and "torchrun" in result.stderr
+
+
+def test_bad_decay_is_refused_when_the_schedule_is_built():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="decay must be one of"):
+        warmup_schedule(optimizer, warmup_steps=5, total_steps=100, decay="linear")
+
+
+def test_fewer_gpus_than_processes_falls_back_to_gloo_and_says_what_to_type():
+    from course.scaling import choose_backend
+
+    assert choose_backend(cuda_devices=2, local_processes=2) == ("nccl", None)
+    assert choose_backend(cuda_devices=0, local_processes=2) == ("gloo", None)
+    backend, warning = choose_backend(cuda_devices=1, local_processes=2)  # Colab, one T4
+    assert backend == "gloo" and "--nproc_per_node=1" in warning

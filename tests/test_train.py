@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import course.train as train
-from course.train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
+from course.runstate import load_state, save_state
+from course.train import History, evaluate, fit, predict
 
 
 def _data(n=64, seed=0):
@@ -65,7 +66,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path):
     # Killed during epoch 3: 2 epochs of 64 reads, then 20 more.
     with pytest.raises(KeyboardInterrupt):
         _run(epochs=4, path=path, dataset=PowerCut(_data(), limit=2 * 64 + 20))
-    assert load_checkpoint(path)["epoch"] == 2
+    assert load_state(path)["epoch"] == 2
 
     resumed, opt, sched, history = _run(epochs=4, path=path, seed=99)  # another init: overwritten
     for p, q in zip(resumed.parameters(), reference.parameters(), strict=True):
@@ -87,7 +88,7 @@ def test_fit_with_a_finished_checkpoint_does_nothing_more(tmp_path):
 
 def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
+    save_state(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
     before = path.read_bytes()
 
     def crashing_save(obj, f, *args, **kwargs):
@@ -96,16 +97,16 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
 
     monkeypatch.setattr(train.torch, "save", crashing_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
+        save_state(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
     monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
+    assert load_state(path)["epoch"] == 1
 
 
-def test_load_checkpoint_uses_weights_only(tmp_path, monkeypatch):
+def test_load_state_uses_weights_only(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"model": _model().state_dict(), "epoch": 0})
+    save_state(path, {"model": _model().state_dict(), "epoch": 0})
     calls = []
     real_load = torch.load
 
@@ -114,7 +115,7 @@ def test_load_checkpoint_uses_weights_only(tmp_path, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(train.torch, "load", spy)
-    load_checkpoint(path, _model())
+    load_state(path, _model())
     assert calls == [True]
 
 
@@ -122,29 +123,29 @@ class NotATensor:
     """Pickled objects of arbitrary classes are refused by weights_only=True."""
 
 
-def test_load_checkpoint_refuses_arbitrary_objects(tmp_path):
+def test_load_state_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": _model().state_dict(), "payload": NotATensor()}, path)
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        load_checkpoint(path, _model())
+        load_state(path, _model())
 
 
 def test_checkpoint_of_another_model_names_the_mismatched_keys(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"model": _model().state_dict()})
+    save_state(path, {"model": _model().state_dict()})
     wider = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 3))
     with pytest.raises(ValueError, match=r"0\.weight: \(16, 6\) in checkpoint .*\(32, 6\)"):
-        load_checkpoint(path, wider)
+        load_state(path, wider)
     other = nn.Sequential(nn.Linear(6, 3))
     with pytest.raises(ValueError) as err:
-        load_checkpoint(path, other)
+        load_state(path, other)
     assert "unexpected keys: 3.bias, 3.weight" in str(err.value)
     assert "another model" in str(err.value)
 
 
 def test_missing_checkpoint_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        load_checkpoint(tmp_path / "nothing.pt")
+        load_state(tmp_path / "nothing.pt")
 
 
 def _one_epoch_params(batch_size, grad_accum_steps, n=48):
@@ -295,3 +296,19 @@ def test_train_steps_cycles_the_loader_and_marks_divergence():
     assert len(losses) == 7 and losses[-1] < losses[0]
     exploding = train.train_steps(model, loader, torch.optim.SGD(model.parameters(), lr=1e6), 50)
     assert len(exploding) == 50 and exploding[-1] == math.inf
+
+
+@pytest.mark.parametrize(
+    ("card", "capability", "dtype"),
+    [("T4", (7, 5), torch.float16), ("V100", (7, 0), torch.float16),
+     ("A100", (8, 0), torch.bfloat16), ("H100", (9, 0), torch.bfloat16)],
+)
+def test_amp_dtype_is_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, card,
+                                                                   capability, dtype):
+    from course.train import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    # a T4 "supports" bf16 by emulation: the answer must not depend on this
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(torch.device("cuda")) == dtype, card
+    assert amp_dtype(torch.device("cpu")) == torch.bfloat16

@@ -43,6 +43,32 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
     return grad
 
 
+def check_images(x: torch.Tensor, name: str = "x") -> None:
+    """Raise a ValueError unless ``x`` holds float images in [0, 1], the pixel space in
+    which the attacks' budgets are measured (8/255 = 8 grey levels)."""
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{name} has dtype {x.dtype}; the attacks take float images in [0, 1]: "
+            f"use {name}.float() / 255"
+        )
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        if low < 0:
+            hint = " Normalisation belongs inside the model (course.data.Normalize)."
+        else:
+            hint = " It looks like 0-255 values: divide by 255."
+        raise ValueError(
+            f"{name} holds values in [{low:.3g}, {high:.3g}]; the attacks take images in "
+            f"[0, 1] and would clamp them there without a word.{hint}"
+        )
+
+
+def _check_budget(**budgets: float) -> None:
+    for name, value in budgets.items():
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{name} must be >= 0 (a budget in pixel units), got {value}")
+
+
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
          target: torch.Tensor | None = None) -> torch.Tensor:
     """Fast gradient sign method: ``clamp(x + eps * sign(grad_x CE(model(x), y)), 0, 1)``.
@@ -53,7 +79,18 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         eps: L-infinity budget in pixel units.
         target: labels (N,) to reach instead: the step then *decreases* the
             loss of ``target`` (targeted attack); ``y`` is ignored.
+
+    Raises:
+        ValueError: ``x`` is not a float tensor in [0, 1] (e.g. a photo in 0-255),
+            or ``eps`` is negative.
     """
+    check_images(x)
+    _check_budget(eps=eps)
+    return _fgsm_step(model, x, y, eps, target)
+
+
+def _fgsm_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+               target: torch.Tensor | None) -> torch.Tensor:
     with eval_mode(model):
         if target is None:
             step = eps * _input_gradient(model, x, y).sign()
@@ -79,14 +116,19 @@ def pgd(
     projected back into [x - eps, x + eps] and into [0, 1]. With
     ``random_start`` it starts from a uniform random point of the ball. With
     one step, ``alpha = eps`` and no random start it is exactly :func:`fgsm`.
+
+    Raises:
+        ValueError: as :func:`fgsm`; also for a negative ``alpha`` or ``steps``.
     """
+    check_images(x)
+    _check_budget(eps=eps, alpha=alpha, steps=steps)
     x = x.detach()
     x_adv = x.clone()
     if random_start:
         noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
         x_adv = (x + eps * (2 * noise - 1)).clamp(0, 1)
     for _ in range(steps):
-        x_adv = fgsm(model, x_adv, y, alpha, target=target)
+        x_adv = _fgsm_step(model, x_adv, y, alpha, target)
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
     return x_adv
 

@@ -1,4 +1,4 @@
-"""Profiles: one notebook, three sizes.
+"""Every setting a user can change, and the profiles: one notebook, three sizes.
 
 The same notebook runs in CI (``smoke``: seconds on a 2-core CPU), on a
 laptop (``cpu``: a few minutes, results already meaningful) and on a CUDA
@@ -6,18 +6,36 @@ GPU (``gpu``: real sizes). Notebooks size every experiment with :func:`pick`::
 
     epochs = pick(smoke=1, cpu=5, gpu=20)
 
-Used in every chapter.
+This module is the only one that reads the environment variables listed in
+:data:`SETTINGS`; :func:`data_paths` is the one place that says where each
+data set, cache and weight file is looked for (book/setup.md lists the same
+paths, and a test keeps the two in step).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 PROFILES = ("smoke", "cpu", "gpu")
 ENV_VAR = "COURSE_PROFILE"
+
+#: The environment variables that change what the course does, and what each one does.
+SETTINGS = {
+    "COURSE_PROFILE": "smoke, cpu or gpu; default: gpu when CUDA is available, else cpu",
+    "COURSE_DATA": "the folder of the data sets (real and generated); default: data/ at "
+    "the root of the repository when run from a clone, else ./data",
+    "COURSE_CACHE": "where the course caches models it trains once (the synthetic stand-ins "
+    "of the ImageNet weights, chapter 4's classifier); default: $XDG_CACHE_HOME/course, "
+    "i.e. ~/.cache/course",
+    "TORCH_HOME": "torchvision's cache, where the ImageNet weights are downloaded "
+    "(hub/checkpoints/); default: $XDG_CACHE_HOME/torch, i.e. ~/.cache/torch",
+    "XDG_CACHE_HOME": "the base of the two caches above when they are not set; "
+    "default: ~/.cache",
+}
 
 T = TypeVar("T")
 
@@ -44,3 +62,80 @@ def profile() -> str:
 def pick(*, smoke: T, cpu: T, gpu: T) -> T:
     """Return the value given for the current :func:`profile`."""
     return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[profile()]
+
+
+# ---------------------------------------------------------------------------
+# Where things are
+# ---------------------------------------------------------------------------
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The clone of the course repository that ``start`` (default: the working
+    directory) lies in, or None (e.g. on Colab, where only the package is installed).
+
+    A clone is recognised by its ``_toc.yml`` next to ``src/course``. The
+    notebooks' kernel runs in ``notebooks/`` under ``make lab`` and at the root
+    elsewhere; both find the same root, hence the same data folder.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "src" / "course").is_dir():
+            return folder
+    return None
+
+
+def data_root() -> Path:
+    """The data folder, as an absolute path: ``$COURSE_DATA`` if set, else ``data/`` at the
+    root of the clone (:func:`project_root`), else ``./data``."""
+    value = os.environ.get("COURSE_DATA", "").strip()
+    if value:
+        return Path(value).expanduser().resolve()
+    root = project_root()
+    return (root if root is not None else Path.cwd()).resolve() / "data"
+
+
+def _xdg_cache_home() -> Path:
+    value = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".cache"
+
+
+def cache_dir() -> Path:
+    """Where the course caches the models it trains once: ``$COURSE_CACHE``, else
+    ``$XDG_CACHE_HOME/course`` (``~/.cache/course``)."""
+    value = os.environ.get("COURSE_CACHE", "").strip()
+    return Path(value).expanduser() if value else _xdg_cache_home() / "course"
+
+
+def weights_dir() -> Path:
+    """torchvision's weight cache, ``hub/checkpoints`` under ``$TORCH_HOME``, else under
+    ``$XDG_CACHE_HOME/torch`` (exactly where torchvision downloads: ``torch.hub.get_dir``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def data_paths() -> dict[str, Path]:
+    """Where each data set is looked for, and where the generated ones and caches go.
+
+    - ``hornets``: the hornet photos, ``DATA/hornets/{presence,absence}/*.jpg`` (chapter 3, 4);
+    - ``voc``: Pascal VOC 2007, ``DATA/VOCdevkit/VOC2007`` (chapter 7);
+    - ``synthetic``: the generated stand-ins, ``DATA/synthetic``;
+    - ``cache``: :func:`cache_dir`; ``weights``: :func:`weights_dir`.
+
+    ``DATA`` is :func:`data_root`. A real data set is used when its folder exists.
+    """
+    root = data_root()
+    return {
+        "hornets": root / "hornets",
+        "voc": root / "VOCdevkit" / "VOC2007",
+        "synthetic": root / "synthetic",
+        "cache": cache_dir(),
+        "weights": weights_dir(),
+    }
+
+
+def describe_paths() -> str:
+    """A few lines for a notebook to print: each path of :func:`data_paths`, and whether
+    it exists."""
+    return "\n".join(
+        f"{name:9s} {path}{'' if path.exists() else '  (not there)'}"
+        for name, path in data_paths().items()
+    )

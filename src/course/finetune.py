@@ -22,28 +22,36 @@ Used in chapters 3 and 4.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize, data_root
+from course.config import cache_dir, data_paths, pick
+from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.data.hornets import (
     DISTRACTORS,
-    ImageTensorDataset,
-    load_hornet_images,
+    GENERATOR_VERSION,
+    HornetData,
+    load_hornet_data,
     make_insect_source_task,
-    make_synthetic_hornets,
-    stratified_split,
 )
-from course.models.resnet import ResNet18, imagenet_weights_path, resnet18
-from course.train import fit, load_checkpoint, save_checkpoint
+from course.models.resnet import (
+    ResNet18,
+    WeightsUnavailableError,
+    imagenet_weights_available,
+    imagenet_weights_path,
+    resnet18,
+)
+from course.runstate import load_state, save_state
+from course.train import fit
 from course.utils import get_device
+
+#: Bump when the synthetic pretraining or the cached classifiers change: the cache
+#: files carry it in their names, so old files are never served again.
+CACHE_VERSION = 2
 
 
 def replace_head(model: ResNet18, num_classes: int = 2) -> ResNet18:
@@ -100,12 +108,6 @@ def with_imagenet_normalization(net: nn.Module) -> nn.Sequential:
     return nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
 
 
-def cache_dir() -> Path:
-    """Where pretrained weights produced by the course are kept: ``$COURSE_CACHE`` or
-    ``~/.cache/course``."""
-    return Path(os.environ.get("COURSE_CACHE", Path.home() / ".cache" / "course"))
-
-
 def pretrain_on_synthetic(
     image_size: int,
     samples: int,
@@ -121,10 +123,13 @@ def pretrain_on_synthetic(
     arguments load it (``weights_only=True``). The returned model has the
     source task's 5-class head; call :func:`replace_head`.
     """
-    path = cache_dir() / f"resnet18_insects_{image_size}px_{samples}x{epochs}_seed{seed}.pt"
+    path = cache_dir() / (
+        f"resnet18_insects_v{CACHE_VERSION}.{GENERATOR_VERSION}_{image_size}px_"
+        f"{samples}x{epochs}_seed{seed}.pt"
+    )
     model = resnet18(num_classes=len(DISTRACTORS))
     if path.exists():
-        load_checkpoint(path, model)
+        load_state(path, model)
         return model
     torch.manual_seed(seed)
     data = make_insect_source_task(samples, image_size, seed=seed)
@@ -149,7 +154,7 @@ def pretrain_on_synthetic(
         device=device,
         progress=progress,
     )
-    save_checkpoint(
+    save_state(
         path, {"model": model.state_dict(), "source": "synthetic insects", "image_size": image_size}
     )
     return model.cpu()
@@ -166,16 +171,19 @@ def pretrained_resnet18(
     """A pretrained ResNet18 and a sentence saying where its weights come from.
 
     ``source``: ``"imagenet"`` (torchvision's IMAGENET1K_V1, downloaded and
-    cached; raises offline), ``"synthetic"`` (:func:`pretrain_on_synthetic`),
-    or ``"auto"``: ImageNet when the weights are cached or can be
-    downloaded, else synthetic.
+    cached; raises offline), ``"synthetic"`` (:func:`pretrain_on_synthetic` at
+    ``image_size``), or ``"auto"``: ImageNet when the weights are cached or can
+    be downloaded, else synthetic. Only the absence of a network leads to the
+    fallback: a corrupt file or a failed download raises, since the user has
+    something to fix.
     """
     if source not in ("auto", "imagenet", "synthetic"):
         raise ValueError(f"source must be 'auto', 'imagenet' or 'synthetic', got {source!r}")
     if source in ("auto", "imagenet"):
         try:
-            return resnet18(weights="imagenet"), f"ImageNet-1k weights ({imagenet_weights_path()})"
-        except (RuntimeError, OSError) as error:
+            model = resnet18(weights="imagenet")
+            return model, f"ImageNet-1k weights (torchvision, {imagenet_weights_path()})"
+        except WeightsUnavailableError as error:
             if source == "imagenet":
                 raise
             reason = str(error).splitlines()[0]
@@ -184,9 +192,23 @@ def pretrained_resnet18(
     model = pretrain_on_synthetic(image_size, samples, epochs, device=device, progress=progress)
     return model, (
         f"ImageNet weights unavailable ({reason}); using a ResNet18 pretrained on "
-        f"the synthetic insect task ({samples} images, {epochs} epochs, cached in "
-        f"{cache_dir()})"
+        f"the synthetic insect task ({samples} images at {image_size} px, {epochs} epochs, "
+        f"cached in {cache_dir()})"
     )
+
+
+def hornet_image_size(imagenet_weights: bool, real_photos: bool) -> int:
+    """The image side for chapters 3 and 4, which follows where weights and data come from.
+
+    ImageNet weights were trained at 224 px, and photographs carry detail at that
+    size: with either, 224 px on the gpu profile, 112 px on a CPU (the largest
+    size whose three trainings fit the cpu budget) and 64 px in CI. The
+    synthetic stand-ins (weights pretrained on drawn insects, drawn photos) keep
+    their small sizes: 48 px (32 in CI), where their pictures are already legible.
+    """
+    if imagenet_weights or real_photos:
+        return pick(smoke=64, cpu=112, gpu=224)
+    return pick(smoke=32, cpu=48, gpu=48)
 
 
 # ---------------------------------------------------------------------------
@@ -213,62 +235,8 @@ def balanced_accuracy(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: i
 
 
 # ---------------------------------------------------------------------------
-# The data and the three variants, as chapters 3 and 4 use them
+# The three variants, as chapters 3 and 4 use them
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class HornetData:
-    """Images in memory (uint8, N x 3 x S x S), labels, paths, split indices and origin."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    paths: list[Path]
-    train: list[int]
-    val: list[int]
-    test: list[int]
-    origin: str
-
-    def loader(
-        self, split: str, batch_size: int, transform=None, shuffle: bool = False, seed: int = 0
-    ) -> DataLoader:
-        """A DataLoader over one split ("train", "val" or "test") of float images in [0, 1]."""
-        idx = getattr(self, split)
-        data = ImageTensorDataset(self.images[idx], self.labels[idx], transform)
-        return DataLoader(
-            data,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            generator=torch.Generator().manual_seed(seed),
-        )
-
-
-def load_hornet_data(
-    image_size: int,
-    synthetic_scale: float = 1.0,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    progress: bool = True,
-) -> HornetData:
-    """The real photos under ``DATA/hornets`` when that folder exists, else the synthetic set.
-
-    The synthetic set (``synthetic_scale`` x the slides' counts) is generated
-    once into ``DATA/synthetic/scale-<s>/hornets`` and reused; it is drawn at
-    twice ``image_size`` (at least 64 px) and downsampled when read.
-    """
-    real = data_root() / "hornets"
-    if real.exists():
-        folder, origin = real, f"real photos from {real}"
-    else:
-        root = data_root() / "synthetic" / f"scale-{synthetic_scale:g}-{max(64, 2 * image_size)}px"
-        folder = make_synthetic_hornets(
-            root, scale=synthetic_scale, size=max(64, 2 * image_size), progress=progress
-        )
-        origin = f"synthetic photos generated in {folder} (no folder {real})"
-    images, labels, paths = load_hornet_images(folder, image_size, progress=progress)
-    train, val, test = stratified_split(labels, fractions, seed)
-    return HornetData(images, labels, paths, train, val, test, origin)
 
 
 def class_weighted_loss(labels: torch.Tensor, device: torch.device | str) -> Callable:
@@ -333,34 +301,56 @@ def train_linear_probe(
 
 
 def cached_hornet_classifier(
-    image_size: int,
     synthetic_scale: float,
     pretrain_samples: int,
     pretrain_epochs: int,
     probe_epochs: int = 30,
+    max_images: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> tuple[nn.Sequential, HornetData]:
+) -> tuple[nn.Sequential, HornetData, str]:
     """Chapter 3's frozen-backbone hornet classifier, trained once and cached.
 
-    ``Normalize -> ResNet18 (pretrained backbone, linear-probe head)``, taking
-    [0, 1] images, in eval mode, with its data. Used by chapter 4 to attack
-    the classifier of chapter 3 without running chapter 3's notebook.
+    Returns ``Normalize -> ResNet18 (pretrained backbone, linear-probe head)``,
+    taking [0, 1] images, in eval mode; its data; and a sentence saying where
+    the weights and the data come from. The weights and the image size follow
+    chapter 3's rules (:func:`pretrained_resnet18`, :func:`hornet_image_size`).
+    The cache file's name carries the weights' origin and a fingerprint of the
+    data (file names, labels, image size), so a classifier trained on other
+    weights or other images is never reused. Used by chapter 4 to attack the
+    classifier of chapter 3 without running chapter 3's notebook.
     """
-    data = load_hornet_data(image_size, synthetic_scale, progress=progress)
-    source = "real" if data.origin.startswith("real") else f"synthetic{synthetic_scale:g}"
-    path = cache_dir() / (
-        f"hornet_probe_{source}_{image_size}px_{pretrain_samples}x"
-        f"{pretrain_epochs}_{probe_epochs}.pt"
+    imagenet = imagenet_weights_available()
+    real_photos = data_paths()["hornets"].is_dir()
+    data = load_hornet_data(
+        hornet_image_size(imagenet, real_photos),
+        synthetic_scale,
+        progress=progress,
+        max_images=max_images,
     )
-    net, _ = pretrained_resnet18(
-        "auto", image_size, pretrain_samples, pretrain_epochs, device=device, progress=progress
+    net, weights_origin = pretrained_resnet18(
+        "imagenet" if imagenet else "synthetic",
+        hornet_image_size(False, False),
+        pretrain_samples,
+        pretrain_epochs,
+        device=device,
+        progress=progress,
+    )
+    weights_key = "imagenet" if imagenet else f"insects{pretrain_samples}x{pretrain_epochs}"
+    path = cache_dir() / (
+        f"hornet_probe_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{probe_epochs}ep.pt"
     )
     replace_head(net, 2)
     if path.exists():
         freeze_backbone(net)
-        load_checkpoint(path, net)
+        load_state(path, net)
+        how = f"loaded from {path}"
     else:
         train_linear_probe(net, data, probe_epochs, device=device, progress=progress)
-        save_checkpoint(path, {"model": net.state_dict()})
-    return with_imagenet_normalization(net).cpu().eval(), data
+        save_state(path, {"model": net.state_dict()})
+        how = f"trained and saved to {path}"
+    description = (
+        f"weights: {weights_origin}\ndata: {data.origin}\n"
+        f"linear-probe head ({probe_epochs} epochs) {how}"
+    )
+    return with_imagenet_normalization(net).cpu().eval(), data, description

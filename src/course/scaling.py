@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DECAYS = ("cosine", "step", "none")
 
 # ---------------------------------------------------------------------------
 # The rule and the schedule
@@ -85,6 +86,8 @@ def warmup_factor(
     if warmup_steps < 0 or total_steps < warmup_steps:
         raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and "
                          f"{total_steps}")
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {', '.join(map(repr, DECAYS))}, got {decay!r}")
     if step < warmup_steps:
         return start_factor + (1.0 - start_factor) * step / warmup_steps
     if decay == "cosine":
@@ -92,9 +95,7 @@ def warmup_factor(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if decay == "step":
         return gamma ** sum(step >= m for m in milestones)
-    if decay == "none":
-        return 1.0
-    raise ValueError(f"decay must be 'cosine', 'step' or 'none', got {decay!r}")
+    return 1.0  # "none"
 
 
 def warmup_schedule(
@@ -110,7 +111,8 @@ def warmup_schedule(
 
     The optimizer's lr is the peak learning rate (the linearly scaled one).
     """
-    warmup_factor(0, warmup_steps, total_steps, decay)  # validate the arguments now
+    warmup_factor(0, warmup_steps, total_steps, decay)  # refuse bad arguments now, not
+    # when warmup ends in the middle of training
 
     def factor(step: int) -> float:
         return warmup_factor(step, warmup_steps, total_steps, decay, milestones, gamma,
@@ -237,6 +239,26 @@ def first_global_batch(data: TensorDataset, world: int, batch_per_process: int,
     return torch.cat(xs), torch.cat(ys)
 
 
+def choose_backend(cuda_devices: int, local_processes: int) -> tuple[str, str | None]:
+    """The process-group backend for ``local_processes`` processes on a machine with
+    ``cuda_devices`` GPUs, and a warning when it is not the one asked for.
+
+    One process per GPU with nccl; with fewer GPUs than processes (``torchrun
+    --nproc_per_node=2`` on Colab's single GPU) every process would ask for a GPU
+    that is not there, so all of them train on the CPU with gloo and the warning
+    says which command uses the GPUs.
+    """
+    if cuda_devices >= local_processes:
+        return "nccl", None
+    if cuda_devices == 0:
+        return "gloo", None
+    return "gloo", (
+        f"{local_processes} processes per machine but {cuda_devices} GPU(s): training on the "
+        f"CPU with gloo. To train on the GPUs, start one process per GPU: torchrun "
+        f"--standalone --nproc_per_node={cuda_devices} -m course.scaling"
+    )
+
+
 def train_data_parallel(
     steps: int,
     batch_per_process: int,
@@ -256,12 +278,16 @@ def train_data_parallel(
     starts as the first gradient, so the first step is a plain SGD step and
     can be compared exactly with a single-process step.
     """
-    from course.train import save_checkpoint
+    from course.runstate import save_state
 
-    use_cuda = torch.cuda.is_available()
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend, warning = choose_backend(cuda_devices, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    use_cuda = backend == "nccl"
+    if warning is not None and local_rank == 0:
+        print(f"warning: {warning}", flush=True)
+    dist.init_process_group(backend=backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -306,7 +332,7 @@ def train_data_parallel(
             accuracy = (model(x.to(device)).argmax(1).cpu() == y).float().mean().item()
         print(f"accuracy on the {len(y)} training images: {accuracy:.3f}", flush=True)
     if rank == 0 and out is not None:
-        save_checkpoint(out, {"model": model.state_dict(), "world_size": world,
+        save_state(out, {"model": model.state_dict(), "world_size": world,
                               "batch_per_process": batch_per_process, "steps": steps})
     dist.barrier()
     dist.destroy_process_group()

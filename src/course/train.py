@@ -1,18 +1,19 @@
-"""The training loop shared by every chapter: fit, evaluate, predict, checkpoints.
+"""The training loop shared by every chapter: fit, evaluate, predict.
 
 What a GPU user expects, in one readable file:
 
-- mixed precision on CUDA (bf16 where the card supports it, else fp16 with a
-  gradient scaler); plain float32 on CPU so results there are exact;
+- mixed precision on CUDA (bf16 on cards that compute it natively, else fp16
+  with a gradient scaler, see :func:`amp_dtype`); plain float32 on CPU so
+  results there are exact;
 - channels_last memory format on CUDA (faster convolutions on tensor cores);
 - non-blocking host-to-device copies (overlap with compute when the
   DataLoader uses ``pin_memory=True``);
 - gradient accumulation (``grad_accum_steps``) to reach big batches on one GPU;
 - the scheduler stepped once per optimizer step;
 - tqdm progress bars;
-- a checkpoint written atomically after every epoch and resumed automatically,
-  so an interrupted run loses at most one epoch and finishes with the same
-  weights as an uninterrupted one.
+- the run's state written atomically after every epoch and resumed automatically
+  (``course.runstate``), so an interrupted run loses at most one epoch and
+  finishes with the same weights as an uninterrupted one.
 
 Used in chapters 0, 1, 2, 3, 4, 6 and 7.
 """
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from course.runstate import capture_rng_state, load_state, restore_rng_state, save_state
 from course.utils import eval_mode, get_device, model_device
 
 LossFn = Callable[[Any, Any], torch.Tensor]
@@ -106,17 +106,25 @@ def _correct(output: Any, target: Any) -> torch.Tensor | None:
 
 
 def _autocast(device: torch.device, amp: bool):
-    """Autocast context: bf16 on GPUs that support it, fp16 on older ones."""
+    """Autocast context in :func:`amp_dtype` (or nothing when ``amp`` is off)."""
     if not amp:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """The mixed-precision dtype ``fit`` uses on ``device``."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """The mixed-precision dtype ``fit`` uses on ``device``.
+
+    bfloat16 only on GPUs that compute it natively (compute capability >= 8.0:
+    A100, L4, H100, RTX 30xx and later); float16, with a gradient scaler, on
+    older cards such as Colab's and Kaggle's T4 (7.5), where bfloat16 would be
+    emulated and slow (``torch.cuda.is_bf16_supported()`` counts emulation as
+    support, so it is not the test to use). bfloat16 off CUDA (CPU autocast).
+    """
+    if device.type != "cuda":
         return torch.bfloat16
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    major, _minor = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 # ---------------------------------------------------------------------------
@@ -186,127 +194,6 @@ def predict(
 
 
 # ---------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` with ``torch.save`` atomically.
-
-    The bytes go to a temporary file in the same folder, which then replaces
-    ``path`` in one ``os.replace``: a crash mid-write leaves the previous
-    checkpoint intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def check_state_dict_compatible(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(
-        f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    )
-    if missing or unexpected or wrong_shape:
-
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-        lines = [
-            f"{source} does not match {type(model).__name__}: it was saved from another model."
-        ]
-        if missing:
-            lines.append(f"  missing keys: {show(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {show(unexpected)}")
-        if wrong_shape:
-            lines.append(f"  shape mismatches: {show(wrong_shape)}")
-        lines.append(
-            "  Build the model the checkpoint came from, or delete the file to start afresh."
-        )
-        raise ValueError("\n".join(lines))
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    map_location: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit` (or :func:`save_checkpoint`).
-
-    Uses ``torch.load(weights_only=True)``: only tensors and plain data are
-    unpickled, never arbitrary code. The states of ``model``, ``optimizer``
-    and ``scheduler`` are restored when given; a model whose keys or shapes
-    differ raises a ValueError naming them. Returns the whole checkpoint dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
-            "Delete it to train from scratch."
-        ) from err
-    if model is not None:
-        model_state = state.get("model", state)
-        check_state_dict_compatible(model, model_state, source=f"checkpoint {path}")
-        model.load_state_dict(model_state)
-    if optimizer is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    return state
-
-
-def _rng_state(loader: Iterable) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    generator = _sampler_generator(loader)
-    if generator is not None:
-        state["sampler"] = generator.get_state()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], loader: Iterable) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    generator = _sampler_generator(loader)
-    if generator is not None and "sampler" in state:
-        generator.set_state(state["sampler"])
-
-
-def _sampler_generator(loader: Iterable) -> torch.Generator | None:
-    sampler = getattr(loader, "sampler", None)
-    generator = getattr(sampler, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
-
-
-# ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
 
@@ -364,12 +251,12 @@ def fit(
 
     history, start_epoch = History(), 0
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, map_location=device)
+        state = load_state(checkpoint_path, model, optimizer, scheduler, map_location=device)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
         start_epoch = int(state["epoch"])
-        _set_rng_state(state["rng"], train_loader)
+        restore_rng_state(state["rng"], train_loader)
         if progress:
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
 
@@ -405,7 +292,7 @@ def fit(
             **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val_loader is not None else {}),
         )
         if checkpoint_path is not None:
-            save_checkpoint(
+            save_state(
                 checkpoint_path,
                 {
                     "model": model.state_dict(),
@@ -414,7 +301,7 @@ def fit(
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch + 1,
                     "history": history.to_dict(),
-                    "rng": _rng_state(train_loader),
+                    "rng": capture_rng_state(train_loader),
                 },
             )
     return history

@@ -5,8 +5,9 @@ Layout, for real photos and for the generated set alike (an ImageFolder)::
     DATA/hornets/presence/*.jpg|png   1042 images in the slides
     DATA/hornets/absence/*.jpg|png    1844 images
 
-``DATA`` is ``$COURSE_DATA`` or ``./data``. :func:`make_synthetic_hornets`
-writes the same layout with the slides' class ratio: textured backgrounds
+``DATA`` is ``course.config.data_root()`` (``$COURSE_DATA``, or ``data/`` in
+the clone); :func:`load_hornet_data` uses the photos when that folder exists.
+:func:`make_synthetic_hornets` writes the same layout with the slides' class ratio: textured backgrounds
 (foliage, sky, bark, flowers), Asian hornets (Vespa velutina: dark thorax,
 dark abdomen with one orange band, yellow legs, wings) at random pose, scale
 and position, and, in both classes, distractors (honeybees, yellow-and-black
@@ -20,25 +21,30 @@ Used in chapters 3 and 4.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
-from torch.utils.data import Dataset
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from course.data import data_root
+from course.config import data_paths
 
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
 SLIDES_COUNTS = {"presence": 1042, "absence": 1844}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BACKGROUNDS = ("foliage", "sky", "bark", "flowers")
 DISTRACTORS = ("bee", "wasp", "fly", "ladybird", "stripes")
+#: Bump when the drawings change: generated folders carry it in their names, so a
+#: changed generator never serves the files of the previous one.
+GENERATOR_VERSION = 1
 
 
 # ---------------------------------------------------------------------------
@@ -247,7 +253,7 @@ def make_synthetic_hornets(
     Files that already exist are kept, so a second call is instant.
     Returns the ``hornets`` folder.
     """
-    folder = Path(root if root is not None else data_root()) / "hornets"
+    folder = Path(root if root is not None else data_paths()["synthetic"]) / "hornets"
     jobs = []
     for cls, count in SLIDES_COUNTS.items():
         (folder / cls).mkdir(parents=True, exist_ok=True)
@@ -299,9 +305,10 @@ def find_hornet_images(folder: str | os.PathLike) -> tuple[list[Path], list[int]
 
 
 def _load_rgb(path: Path, size: int) -> np.ndarray:
-    """Resize the short side to ``size`` and center-crop: (size, size, 3) uint8."""
+    """Upright (EXIF orientation applied, as phones record it), RGB, short side resized to
+    ``size`` and center-cropped: (size, size, 3) uint8."""
     with Image.open(path) as image:
-        image = image.convert("RGB")
+        image = ImageOps.exif_transpose(image).convert("RGB")
         w, h = image.size
         r = size / min(w, h)
         image = image.resize((max(size, round(w * r)), max(size, round(h * r))), Image.BILINEAR)
@@ -310,15 +317,39 @@ def _load_rgb(path: Path, size: int) -> np.ndarray:
         return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def load_hornet_images(
-    folder: str | os.PathLike, size: int, progress: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
-    """Read every image into memory: uint8 (N, 3, size, size), labels (N,), paths.
+def stratified_subset(labels: Sequence[int], max_items: int, seed: int = 0) -> list[int]:
+    """At most ``max_items`` indices, each class keeping its share (at least one item),
+    chosen reproducibly from ``seed``; sorted."""
+    labels = np.asarray(labels)
+    if len(labels) <= max_items:
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        n = max(1, round(len(idx) * max_items / len(labels)))
+        keep += rng.choice(idx, n, replace=False).tolist()
+    return sorted(keep)
 
-    Unreadable or corrupt files are skipped with a warning that names each
-    of them; they are never silently dropped.
+
+def load_hornet_images(
+    folder: str | os.PathLike,
+    size: int,
+    progress: bool = True,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """Read the images into memory: uint8 (N, 3, size, size), labels (N,), paths.
+
+    ``max_images`` caps N with a stratified, reproducible subset (the profiles'
+    budgets); memory is N x 3 x size x size bytes: the slides' 2886 photos take
+    435 MB at 224 px. Unreadable or corrupt files are skipped with a warning that
+    names each of them; they are never silently dropped.
     """
     paths, labels = find_hornet_images(folder)
+    if max_images is not None:
+        keep = stratified_subset(labels, max_images, seed)
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     images, kept_labels, kept_paths, bad = [], [], [], []
     for path, label in tqdm(
         list(zip(paths, labels, strict=True)), desc="reading images", disable=not progress
@@ -442,3 +473,85 @@ def make_insect_source_task(n: int, size: int, seed: int = 0) -> torch.utils.dat
         images[i] = np.asarray(image.resize((size, size), Image.BILINEAR))
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     return torch.utils.data.TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
+
+
+# ---------------------------------------------------------------------------
+# The data set as chapters 3 and 4 use it
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class HornetData:
+    """Images in memory (uint8, N x 3 x S x S), labels, paths, split indices and origin.
+
+    ``real`` tells whether the images are the user's photos (``DATA/hornets``) or
+    the synthetic stand-in; ``origin`` says it in a sentence.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[Path]
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    origin: str
+    real: bool
+
+    def loader(
+        self, split: str, batch_size: int, transform=None, shuffle: bool = False, seed: int = 0
+    ) -> DataLoader:
+        """A DataLoader over one split ("train", "val" or "test") of float images in [0, 1]."""
+        idx = getattr(self, split)
+        data = ImageTensorDataset(self.images[idx], self.labels[idx], transform)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def fingerprint(self) -> str:
+        """A short digest of the file names, labels and image size: the key of caches
+        that depend on the data (chapter 4's classifier)."""
+        digest = hashlib.sha256(str(tuple(self.images.shape)).encode())
+        for path, label in zip(self.paths, self.labels.tolist(), strict=True):
+            digest.update(f"{path.parent.name}/{path.name}:{label};".encode())
+        return digest.hexdigest()[:12]
+
+
+def load_hornet_data(
+    image_size: int,
+    synthetic_scale: float = 1.0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    progress: bool = True,
+    max_images: int | None = None,
+) -> HornetData:
+    """The real photos under ``data_paths()["hornets"]`` when that folder exists, else the
+    synthetic set.
+
+    Real photos: any two-class folder ``{presence,absence}``, at most
+    ``max_images`` of them (a stratified subset). The synthetic set
+    (``synthetic_scale`` x the slides' counts) is generated once into
+    ``DATA/synthetic/hornets-v<version>-...`` and reused; it is drawn at twice
+    ``image_size`` (64 to 256 px) and downsampled when read.
+    """
+    paths = data_paths()
+    real = paths["hornets"]
+    if real.is_dir():
+        folder, origin = real, f"real photos from {real}"
+    else:
+        render = max(64, min(2 * image_size, 256))
+        root = paths["synthetic"] / (
+            f"hornets-v{GENERATOR_VERSION}-scale{synthetic_scale:g}-{render}px-seed{seed}"
+        )
+        folder = make_synthetic_hornets(
+            root, scale=synthetic_scale, size=render, seed=seed, progress=progress
+        )
+        origin = f"synthetic photos generated in {folder} (no folder {real})"
+    images, labels, files = load_hornet_images(
+        folder, image_size, progress=progress, max_images=max_images, seed=seed
+    )
+    train, val, test = stratified_split(labels, fractions, seed)
+    return HornetData(images, labels, files, train, val, test, origin, real.is_dir())

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from course.data import data_root
+from course.config import data_paths, data_root
 from course.data.hornets import draw_background
 
 VOC_CLASSES = (
@@ -62,6 +62,8 @@ VOC_CLASSES = (
     "tvmonitor",
 )
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross")
+#: Bump when the synthetic scenes change: generated folders carry it in their names.
+GENERATOR_VERSION = 1
 
 
 class VOCAnnotationError(ValueError):
@@ -146,6 +148,8 @@ class VOCDetection(Dataset):
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
             :class:`DetectionAugmentation`; it must move the boxes with the pixels.
+        max_images: keep only the first ``max_images`` images of the split (the
+            profiles' budgets: real VOC2007 has 2501 train and 2510 val images).
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class VOCDetection(Dataset):
         image_set: str = "train",
         classes: Sequence[str] = VOC_CLASSES,
         transform=None,
+        max_images: int | None = None,
     ) -> None:
         self.folder = Path(root) / "VOCdevkit" / f"VOC{year}"
         split = self.folder / "ImageSets" / "Main" / f"{image_set}.txt"
@@ -165,7 +170,9 @@ class VOCDetection(Dataset):
                 "course.data.voc.download_voc(root) or generate the synthetic set with "
                 "course.data.voc.make_synthetic_voc(root)."
             )
-        self.ids = [line.strip() for line in split.read_text().splitlines() if line.strip()]
+        self.ids = [line.split()[0] for line in split.read_text().splitlines() if line.strip()]
+        if max_images is not None:
+            self.ids = self.ids[:max_images]
         self.classes, self.transform = tuple(classes), transform
 
     def __len__(self) -> int:
@@ -193,11 +200,12 @@ def collate_detection(batch: list) -> tuple[torch.Tensor, list[dict]]:
 def download_voc(
     root: str | os.PathLike | None = None, year: str = "2007", image_set: str = "trainval"
 ) -> Path:
-    """Download Pascal VOC with torchvision (needs internet: Colab, a laptop; ~900 MB for
-    VOC2007 trainval+test) into ``root`` (default ``DATA/voc``). Returns ``root``."""
+    """Download Pascal VOC with torchvision (needs internet: Colab, a laptop; 439 MB for
+    VOC2007 trainval) into ``root`` (default: the data folder, so that it lands in
+    ``data_paths()["voc"]``, where chapter 7 looks). Returns ``root``."""
     import torchvision
 
-    root = Path(root) if root is not None else data_root() / "voc"
+    root = Path(root) if root is not None else data_root()
     torchvision.datasets.VOCDetection(str(root), year=year, image_set=image_set, download=True)
     return root
 
@@ -285,9 +293,17 @@ def make_synthetic_voc(
     """Write a VOC2007-layout data set of shapes under ``root/VOCdevkit/VOC2007``.
 
     Splits ``train`` and ``val`` (and ``trainval``); class names are
-    :data:`SYNTHETIC_CLASSES`. Existing files are kept. Returns ``root``.
+    :data:`SYNTHETIC_CLASSES`. Existing files are kept. The default ``root``, under
+    ``data_paths()["synthetic"]``, is named after every argument and
+    :data:`GENERATOR_VERSION`, so a changed generator never serves old files.
+    Returns ``root``.
     """
-    root = Path(root) if root is not None else data_root() / "synthetic-voc"
+    if root is None:
+        root = data_paths()["synthetic"] / (
+            f"voc-v{GENERATOR_VERSION}-{num_train}+{num_val}-{size}px-seed{seed}"
+            f"{'-textured' if textured else '-plain'}"
+        )
+    root = Path(root)
     folder = root / "VOCdevkit" / "VOC2007"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (folder / sub).mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,15 @@ Used in chapters 2, 3, 4, 5 and 7.
 
 from __future__ import annotations
 
-import os
-import socket
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
 from torch import nn
 
-IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-IMAGENET_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
+from course.config import weights_dir
+from course.runstate import check_state_dict_compatible
 
 
 class ResBlockA(nn.Module):
@@ -126,42 +126,85 @@ def detection_backbone(backbone: ResNet18 | None, stages: int = 4) -> ResNet18:
     return backbone
 
 
-def torch_home() -> Path:
-    """torchvision's cache folder: ``$TORCH_HOME`` or ``~/.cache/torch``."""
-    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet weights are not cached and cannot be downloaded (no network)."""
 
 
-def imagenet_weights_path() -> Path:
-    """Where torchvision caches the ImageNet ResNet18 weights."""
-    return torch_home() / "hub" / "checkpoints" / IMAGENET_FILE
+def _imagenet_weights():
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.IMAGENET1K_V1
 
 
-def _can_reach(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+def imagenet_weights_path(weights=None) -> Path:
+    """Where torchvision caches ``weights`` (default: ResNet18's IMAGENET1K_V1):
+    ``<torch.hub.get_dir()>/checkpoints/<file name of the URL>``."""
+    weights = weights if weights is not None else _imagenet_weights()
+    return weights_dir() / Path(urllib.parse.urlparse(weights.url).path).name
+
+
+def _unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """None when ``url`` answers an HTTP HEAD request, else the reason it does not.
+
+    Goes through ``urllib`` like torch.hub's download, so HTTP(S)_PROXY is honoured.
+    """
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        return None
+    except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+        return f"{type(error).__name__}: {error}"
 
 
-def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's IMAGENET1K_V1 ResNet18 weights, from the cache or downloaded into it.
+def load_imagenet_state_dict(weights=None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """torchvision's ResNet18 ImageNet weights (``weights``, default IMAGENET1K_V1), from
+    torchvision's cache or downloaded into it.
+
+    The download is torchvision's own (``Weights.get_state_dict``): it creates the
+    cache folder, shows a progress bar and checks the SHA-256 prefix that the file
+    name carries, keeping nothing when it does not match. Loading uses
+    ``weights_only=True``.
 
     Raises:
-        RuntimeError: the file is not cached and the download server is not
-            reachable; the message says where to put the file.
+        WeightsUnavailableError: not cached and the server cannot be reached; the
+            message says where to put the file.
+        RuntimeError: the download or the cached file is corrupt; the message names
+            the file and says what to delete.
     """
-    path = imagenet_weights_path()
+    weights = weights if weights is not None else _imagenet_weights()
+    path = imagenet_weights_path(weights)
     if not path.is_file():
-        if not _can_reach("download.pytorch.org"):
-            raise RuntimeError(
-                "The ImageNet weights of ResNet18 are not cached and download.pytorch.org "
-                f"cannot be reached (no network?).\n  Expected file: {path}\n"
-                f"  Download {IMAGENET_URL} on a machine with internet access and copy it "
+        reason = _unreachable(weights.url)
+        if reason is not None:
+            raise WeightsUnavailableError(
+                f"The ImageNet weights of ResNet18 are not cached and {weights.url} cannot "
+                f"be reached ({reason}).\n  Expected file: {path}\n"
+                "  Download that URL on a machine with internet access and copy the file "
                 "there (or set TORCH_HOME), or build the model with weights=None."
             )
-        torch.hub.download_url_to_file(IMAGENET_URL, str(path), progress=True)
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
+        except RuntimeError as error:
+            if "invalid hash value" not in str(error):
+                raise
+            raise RuntimeError(
+                f"The download of {weights.url} is corrupt ({error}); torchvision kept "
+                f"nothing at {path}. Run the cell again; if a partial file {path}.*.partial "
+                "is left in that folder, delete it first."
+            ) from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RuntimeError(
+            f"The cached ImageNet weights {path} cannot be read ({type(error).__name__}: "
+            f"{error}). The file is corrupt or truncated: delete it and run again to "
+            "download it afresh."
+        ) from error
+
+
+def imagenet_weights_available() -> bool:
+    """True when the ImageNet weights are cached or their server can be reached."""
+    weights = _imagenet_weights()
+    return imagenet_weights_path(weights).is_file() or _unreachable(weights.url) is None
 
 
 def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
@@ -179,6 +222,9 @@ def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
     model = ResNet18(num_classes)
     if weights == "imagenet":
         state = load_imagenet_state_dict()
+        check_state_dict_compatible(
+            ResNet18(), state, f"the ImageNet weights {imagenet_weights_path()}"
+        )
         if num_classes != 1000:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})

@@ -1,0 +1,146 @@
+"""Saving and resuming a training run: atomic writes, safe loading, random state.
+
+:func:`course.train.fit` writes the whole state of a run (model, optimizer,
+scheduler, gradient scaler, history, random generators) after every epoch
+with :func:`save_state` and picks it up with :func:`load_state`, so an
+interrupted run loses at most one epoch and ends with the same weights as an
+uninterrupted one. (Not to be confused with *gradient checkpointing*, the
+memory technique of chapter 5: ``course.checkpointing``.)
+
+- :func:`save_state` never leaves a truncated file: the bytes go to a temporary
+  file that replaces the target in one ``os.replace``;
+- :func:`load_state` unpickles tensors and plain data only (``weights_only=True``)
+  and names the keys that differ when a file comes from another model.
+
+Used in chapters 0, 3, 4 and 6, and by ``fit`` in every chapter.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# ---------------------------------------------------------------------------
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` (a dict of tensors and plain data) with ``torch.save``, atomically.
+
+    The bytes go to a temporary file in the same folder, which then replaces
+    ``path`` in one ``os.replace``: a crash mid-write leaves the previous
+    checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_state_dict_compatible(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(
+        f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    )
+    if missing or unexpected or wrong_shape:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        lines = [
+            f"{source} does not match {type(model).__name__}: it was saved from another model."
+        ]
+        if missing:
+            lines.append(f"  missing keys: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {show(unexpected)}")
+        if wrong_shape:
+            lines.append(f"  shape mismatches: {show(wrong_shape)}")
+        lines.append(
+            "  Build the model the checkpoint came from, or delete the file to start afresh."
+        )
+        raise ValueError("\n".join(lines))
+
+
+def load_state(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a file written by :func:`save_state` (``fit`` writes them).
+
+    Uses ``torch.load(weights_only=True)``: only tensors and plain data are
+    unpickled, never arbitrary code. The states of ``model``, ``optimizer``
+    and ``scheduler`` are restored when given; a model whose keys or shapes
+    differ raises a ValueError naming them. Returns the whole checkpoint dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). "
+            "Delete it to train from scratch."
+        ) from err
+    if model is not None:
+        model_state = state.get("model", state)
+        check_state_dict_compatible(model, model_state, source=f"checkpoint {path}")
+        model.load_state_dict(model_state)
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state
+
+
+def capture_rng_state(loader: Iterable) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = _sampler_generator(loader)
+    if generator is not None:
+        state["sampler"] = generator.get_state()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], loader: Iterable) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator = _sampler_generator(loader)
+    if generator is not None and "sampler" in state:
+        generator.set_state(state["sampler"])
+
+
+def _sampler_generator(loader: Iterable) -> torch.Generator | None:
+    sampler = getattr(loader, "sampler", None)
+    generator = getattr(sampler, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None

@@ -1,0 +1,124 @@
+"""ImageNet weights for ResNet18: torchvision's download into an empty cache, its hash
+check, corrupt files, the offline error and where the cache is. The internet is the
+``web`` fixture of conftest.py (a patched ``urlopen``)."""
+
+import hashlib
+import io
+
+import pytest
+import torch
+import torchvision
+from torchvision.models import ResNet18_Weights, Weights, WeightsEnum
+
+import course.models.resnet as resnet_module
+from course.finetune import pretrained_resnet18
+from course.models import resnet18
+from course.models.resnet import (
+    WeightsUnavailableError,
+    imagenet_weights_available,
+    imagenet_weights_path,
+    load_imagenet_state_dict,
+)
+
+REAL_URL = ResNet18_Weights.IMAGENET1K_V1.url
+
+
+@pytest.fixture
+def standin():
+    """A torchvision-keyed ResNet18 state dict, its bytes, and a weights entry whose file
+    name carries the SHA-256 prefix of those bytes, as torchvision's names do."""
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18().state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+
+    class StandIn(WeightsEnum):
+        V1 = Weights(url=f"https://download.pytorch.org/models/resnet18-{prefix}.pth",
+                     transforms=None, meta={})
+
+    return state, data, StandIn.V1
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    home = tmp_path / "fresh-runtime" / "torch"  # not created: a fresh Colab runtime
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+def test_download_into_an_empty_cache_checks_the_hash_and_loads(standin, empty_torch_home, web):
+    state, data, weights = standin
+    web[weights.url] = data
+    loaded = load_imagenet_state_dict(weights, progress=False)
+    path = empty_torch_home / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    assert path.is_file() and path.read_bytes() == data
+    assert ("GET", weights.url) in web.requests
+    for k, v in state.items():
+        assert torch.equal(loaded[k], v), k
+    web.clear()  # a second call reads the cache, with no request
+    web.requests.clear()
+    load_imagenet_state_dict(weights, progress=False)
+    assert web.requests == []
+
+
+def test_resnet18_downloads_the_real_entry_into_torchvision_cache(standin, empty_torch_home, web,
+                                                                  monkeypatch):
+    state, data, weights = standin
+    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: weights)
+    web[weights.url] = data
+    model = resnet18(num_classes=2, weights="imagenet")
+    assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert model.fc.weight.shape == (2, 512)
+
+
+def test_corrupt_download_names_the_file_and_keeps_nothing(standin, empty_torch_home, web):
+    _, data, _ = standin
+    web[REAL_URL] = data  # not the bytes whose hash the name resnet18-f37072fd.pth promises
+    with pytest.raises(RuntimeError) as error:
+        resnet18(weights="imagenet")
+    path = empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    message = str(error.value)
+    assert "corrupt" in message and str(path) in message and "delete" in message
+    assert not path.exists() and not list(path.parent.glob("*.partial"))
+
+
+def test_corrupt_cached_file_says_which_file_to_delete(empty_torch_home, web):
+    path = empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match=r"(?s)cannot be read.*delete it") as error:
+        resnet18(weights="imagenet")
+    assert str(path) in str(error.value)
+    # "auto" does not hide it behind the synthetic fallback: the user has a file to delete
+    with pytest.raises(RuntimeError, match="delete it"):
+        pretrained_resnet18("auto")
+
+
+def test_offline_fails_fast_with_instructions(empty_torch_home, web):
+    with pytest.raises(WeightsUnavailableError) as error:
+        resnet18(weights="imagenet")
+    message = str(error.value)
+    assert str(empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "weights=None" in message and REAL_URL in message
+    assert web.requests == [("HEAD", REAL_URL)]  # one probe, no download attempt
+    assert not imagenet_weights_available()
+
+
+def test_weights_that_are_not_resnet18_are_refused_by_name(empty_torch_home, web):
+    path = empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(ValueError, match=r"(?s)ImageNet weights .*resnet18-f37072fd.pth.*"
+                                         r"unexpected keys: layer1.2"):
+        resnet18(weights="imagenet")
+
+
+def test_cache_follows_torch_home_then_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    expected = tmp_path / "xdg" / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert imagenet_weights_path() == expected
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert imagenet_weights_path() == tmp_path / "th" / "hub" / "checkpoints" / expected.name
