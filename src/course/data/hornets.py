@@ -10,8 +10,8 @@ the clone); :func:`load_hornet_data` uses the photos when that folder exists.
 :func:`make_synthetic_hornets` writes the same layout with the slides' class
 ratio: textured backgrounds (foliage, sky, bark, flowers), Asian hornets
 (Vespa velutina: dark thorax, dark abdomen with one orange band, yellow legs,
-wings) at random pose, scale and position, and, in both classes, distractors (honeybees, yellow-and-black
-wasps, flies, ladybirds, striped objects), so the task is not trivial.
+wings) at random pose, scale and position, and, in both classes, distractors
+(honeybees, yellow-and-black wasps, flies, ladybirds, striped objects), so the task is not trivial.
 
 :func:`load_hornet_images` reads either into memory, reporting unreadable
 files by name; :func:`stratified_split` makes the train/validation/test split.
