@@ -1,0 +1,84 @@
+"""The real path, rehearsed offline: chapters 3, 4 and 7 on real formats.
+
+A student on Colab has ImageNet weights in torchvision's cache, an instructor
+has photos and Pascal VOC on disk. :mod:`tests.real_formats` stages all of it
+in those formats (no network); each chapter then runs under the smoke profile
+with ``COURSE_DATA`` and ``TORCH_HOME`` pointing there, and must say that it
+took the real branch, at the sizes that branch uses, with every assert of the
+notebook passing. ``make test`` runs it; ``--durations`` shows each chapter's time.
+"""
+
+import json
+import os
+import re
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+from tests.real_formats import stage
+
+#: What each chapter must print when it runs on the staged data.
+EXPECTED = {
+    "03_finetuning_hornets": [
+        r"real photos from .*/data/hornets",
+        r"weights: ImageNet; images at 64 px",
+        r"ImageNet-1k weights \(torchvision, .*/torch/hub/checkpoints/resnet18-f37072fd\.pth\)",
+        r"skipped 1 unreadable image\(s\): .*IMG_9999\.JPG",
+        r"only \d+ test images: too few to compare the variants",
+    ],
+    "04_adversarial_fgsm": [
+        r"weights: ImageNet-1k weights",
+        r"data: real photos from .*/data/hornets",
+        r"hornets: \d+ test images at 64 px",
+    ],
+    "07_detection": [
+        r"Pascal VOC 2007 in .*/data: 32 training and 16 validation images at 96 px, 20 classes",
+        r"backbones: ImageNet weights",
+        r"round trip: \d+ objects encoded, \d+ peaks decoded, IoU with the truth - \(every",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    return stage(tmp_path_factory.mktemp("real-path"))
+
+
+def _run(name: str, env: dict[str, str], workdir) -> str:
+    """Execute ``notebooks/NAME.ipynb`` in a kernel that sees ``env``; return its text
+    outputs (stdout, stderr and text results), joined."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    km = KernelManager(transport="ipc", ip=str(workdir / "kernel"))  # works with no network
+    saved = dict(os.environ)
+    os.environ.update({**env, "COURSE_PROFILE": "smoke"})
+    try:
+        NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(workdir)}}
+                       ).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_chapter_takes_the_real_branch(name, staged, tmp_path):
+    output = _run(name, staged, tmp_path)
+    missing = [pattern for pattern in EXPECTED[name] if not re.search(pattern, output)]
+    assert not missing, f"{name} did not print {missing}; it printed:\n{output[-3000:]}"
+    assert "synthetic photos generated" not in output and "synthetic VOC" not in output
+
+
+def test_notebooks_use_the_one_function_that_knows_the_paths():
+    for name in ("03_finetuning_hornets", "07_detection"):
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "data_paths()" in code and "describe_paths()" in code, name
+        assert '"voc"' not in code.replace('data_paths()["voc"]', ""), name
