@@ -1,7 +1,10 @@
+import re
+
 import pytest
 import torch
 
 from course.config import PROFILES, pick, profile
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -38,3 +41,43 @@ def test_profile_follows_the_hardware_when_unset(monkeypatch, cuda, expected):
 def test_pick_needs_every_profile():
     with pytest.raises(TypeError):
         pick(smoke=1, cpu=2)  # type: ignore[call-arg]
+
+
+def test_docs_list_every_setting_and_the_paths_the_package_uses(tmp_path, monkeypatch):
+    from course.config import SETTINGS, data_paths
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    setup = (ROOT / "book" / "setup.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in SETTINGS:
+        assert f"| `{name}` |" in setup, f"book/setup.md does not list {name}"
+    paths = data_paths()
+    for key, doc_form in (("hornets", "hornets/"), ("voc", "VOCdevkit/VOC2007/"),
+                          ("synthetic", "synthetic/")):
+        assert f"{paths[key].relative_to(tmp_path).as_posix()}/" == doc_form
+        assert f"$COURSE_DATA/{doc_form}" in readme, (key, "README.md")
+        assert doc_form.split("/")[0] + "/" in setup, (key, "book/setup.md")
+
+
+def test_only_course_config_reads_the_settings():
+    pattern = re.compile(r"""(environ(\.get)?\s*[\(\[]|getenv\()\s*["'](COURSE_|TORCH_HOME|XDG_)""")
+    readers = [
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "src" / "course").rglob("*.py")
+        if pattern.search(path.read_text()) and path.name != "config.py"
+    ]
+    assert readers == []
+
+
+def test_data_folder_is_the_same_from_the_root_and_from_notebooks(monkeypatch, tmp_path):
+    from course.config import data_root
+
+    monkeypatch.delenv("COURSE_DATA", raising=False)
+    monkeypatch.chdir(ROOT / "notebooks")  # the kernel's folder under `make lab`
+    from_notebooks = data_root()
+    monkeypatch.chdir(ROOT)
+    assert data_root() == from_notebooks == ROOT / "data"
+    monkeypatch.chdir(tmp_path)  # outside a clone (Colab): ./data
+    assert data_root() == tmp_path.resolve() / "data"
+    monkeypatch.setenv("COURSE_DATA", "relative/folder")
+    assert data_root() == tmp_path.resolve() / "relative" / "folder"

@@ -3,6 +3,10 @@
 import re
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 try:
     import tomllib
@@ -41,3 +45,29 @@ def test_makefile_has_the_three_commands_and_ci_calls_make_test():
     readme = (ROOT / "README.md").read_text().splitlines()
     first_commands = [line for line in readme[:10] if line.startswith("make ")]
     assert [c.split()[1] for c in first_commands] == ["book", "test"]
+
+
+def _colab_versions() -> dict[str, str]:
+    versions = {}
+    for line in (ROOT / "tests" / "colab" / "pip-freeze.gpu.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            versions[canonicalize_name(name)] = version.strip()
+    return versions
+
+
+def test_colab_ships_versions_inside_every_runtime_range():
+    """Installing `course` on Colab changes nothing Colab ships (see tests/colab/README.md)."""
+    colab = _colab_versions()
+    assert colab["torch"].startswith("2.11") and colab["ipywidgets"] == "7.7.1"  # the snapshot
+    outside = []
+    for spec in _pyproject()["project"]["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in colab, f"{name} is not preinstalled on Colab: it would be installed"
+        version = Version(colab[name]).public  # 2.11.0+cu128 -> 2.11.0
+        if not requirement.specifier.contains(version, prereleases=True):
+            outside.append(f"{spec} excludes Colab's {name} {colab[name]}")
+    assert not outside, outside
+    python = "3.13"  # tests/colab/README.md
+    assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(python)
