@@ -221,3 +221,31 @@ def test_photos_are_read_upright_with_their_exif_orientation(tmp_path):
     for image in images:  # both read as the upright picture: red above blue
         top, bottom = image[:, 2].float().mean(1), image[:, -3].float().mean(1)
         assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]
+
+
+def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkeypatch, web):
+    """Switching from the synthetic fallback to ImageNet weights (or to other photos)
+    trains a new classifier instead of serving the old one."""
+    import torchvision
+
+    from course.finetune import cached_hornet_classifier
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
+    kwargs = dict(synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, probe_epochs=1,
+                  progress=False)
+    _, _, offline = cached_hornet_classifier(**kwargs)
+    assert "synthetic insect task" in offline and "trained and saved" in offline
+    assert "real photos" in offline
+    _, _, again = cached_hornet_classifier(**kwargs)
+    assert "loaded from" in again
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    _, data, imagenet = cached_hornet_classifier(**kwargs)
+    assert "ImageNet-1k weights" in imagenet and "trained and saved" in imagenet
+    assert data.images.shape[-1] == 64  # photos: the larger size, with either weights
+    assert len(list((tmp_path / "cache").glob("hornet_probe_*.pt"))) == 2
