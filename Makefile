@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# ruff, then unit tests, book checks and every notebook under the smoke profile.
+# ruff (lint and format), then unit tests, the real-path rehearsal, book checks and
+# every notebook under the smoke profile.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests benchmarks
 	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
 
 unit: $(STAMP)

@@ -38,8 +38,10 @@ from course.utils import get_device
 
 def sweep(name: str, layers: list, x: torch.Tensor, counts: list[int], repeats: int) -> None:
     on_cuda = x.device.type == "cuda"
-    print(f"\n{name}: {len(layers)} layers, input {tuple(x.shape)}, device {x.device}"
-          f" (sqrt rule: {best_segments(len(layers))} segments)")
+    print(
+        f"\n{name}: {len(layers)} layers, input {tuple(x.shape)}, device {x.device}"
+        f" (sqrt rule: {best_segments(len(layers))} segments)"
+    )
     header = f"{'segments':>8} {'after fwd MB':>13} {'peak act MB':>12}"
     header += f" {'cuda peak MB':>13}" if on_cuda else ""
     print(header + f" {'step ms':>9} {'overhead':>9}")
@@ -75,8 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     n = args.depth
     chain = deep_chain(n, args.width).to(device)
     counts = sorted({1, 2, best_segments(n), n // 4, n // 2, n} - {0})
-    sweep("deep chain", list(chain), torch.randn(batch, args.width, device=device), counts,
-          args.repeats)
+    sweep(
+        "deep chain",
+        list(chain),
+        torch.randn(batch, args.width, device=device),
+        counts,
+        args.repeats,
+    )
 
     model = resnet18(num_classes=1000).to(device)
     x = torch.rand(max(2, batch // 4), 3, args.image_size, args.image_size, device=device)

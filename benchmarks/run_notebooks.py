@@ -55,7 +55,7 @@ def execute(path: Path) -> None:
     namespace: dict = {"__name__": "__main__"}
     for i, cell in enumerate(cells):
         source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or "find_spec(\"course\")" in source:
+        if cell["cell_type"] != "code" or 'find_spec("course")' in source:
             continue
         start = time.perf_counter()
         exec(compile(source, f"{path.name}[cell {i}]", "exec"), namespace)

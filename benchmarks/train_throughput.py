@@ -54,6 +54,7 @@ def tuned_step(model, optimizer, device):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -91,9 +92,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model, opt = fresh()
     naive_loop(model, batches(args.warmup, b, s, device), opt)
     results["naive fp32 NCHW"] = timed(
-        lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b, device)
+        lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b, device
+    )
 
-    for compiled in ([False] if args.no_compile else [False, True]):
+    for compiled in [False] if args.no_compile else [False, True]:
         model, opt = fresh(channels_last=device.type == "cuda")
         step = tuned_step(model, opt, device)
         if compiled:
@@ -102,23 +104,42 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             step(x, y)
         data = batches(args.steps, b, s, device, channels_last=device.type == "cuda")
         name = "tuned bf16 + channels_last" + (" + compile" if compiled else "")
-        results[name] = timed(lambda step=step, data=data: [step(x, y) for x, y in data],
-                              args.steps, b, device)
+        results[name] = timed(
+            lambda step=step, data=data: [step(x, y) for x, y in data], args.steps, b, device
+        )
 
     model, opt = fresh()
-    fit(model, batches(args.warmup, b, s, device), epochs=1, optimizer=opt, device=device,
-        progress=False)
+    fit(
+        model,
+        batches(args.warmup, b, s, device),
+        epochs=1,
+        optimizer=opt,
+        device=device,
+        progress=False,
+    )
     results["course.train.fit"] = timed(
-        lambda: fit(model, batches(args.steps, b, s, device), epochs=1, optimizer=opt,
-                    device=device, progress=False), args.steps, b, device)
+        lambda: fit(
+            model,
+            batches(args.steps, b, s, device),
+            epochs=1,
+            optimizer=opt,
+            device=device,
+            progress=False,
+        ),
+        args.steps,
+        b,
+        device,
+    )
 
     naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
     # ``name`` is the last tuned variant: the compiled one unless --no-compile
     print(f"ResNet18, {s} px, batch {b}, {args.steps} timed steps on {device}")
     for k, v in results.items():
         print(f"  {k:42s} {v:9.1f} images/s")
-    print(f"  course.train.fit / tuned = {ours / tuned:.2f}   course.train.fit / naive = "
-          f"{ours / naive:.2f}")
+    print(
+        f"  course.train.fit / tuned = {ours / tuned:.2f}   course.train.fit / naive = "
+        f"{ours / naive:.2f}"
+    )
     return results
 
 

@@ -40,8 +40,9 @@ def stage_hornet_photos(folder: Path, presence: int = 48, absence: int = 72) -> 
     for cls, count in (("presence", presence), ("absence", absence)):
         (folder / cls).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            scene = render_hornet_scene(10_000 + 2 * i + (cls == "presence"), cls == "presence",
-                                        256)
+            scene = render_hornet_scene(
+                10_000 + 2 * i + (cls == "presence"), cls == "presence", 256
+            )
             width, height = CAMERA_SIZES[i % len(CAMERA_SIZES)]
             photo = scene.resize((width, height), Image.BILINEAR)
             name = folder / cls / f"IMG_{i:04d}.JPG"
@@ -50,8 +51,7 @@ def stage_hornet_photos(folder: Path, presence: int = 48, absence: int = 72) -> 
             elif i % 7 == 5:  # a greyscale photo
                 photo.convert("L").save(name, quality=90)
             elif height > width:  # a phone portrait: stored sideways, upright by EXIF
-                photo.transpose(Image.Transpose.ROTATE_90).save(name, quality=90,
-                                                                exif=exif_rotated)
+                photo.transpose(Image.Transpose.ROTATE_90).save(name, quality=90, exif=exif_rotated)
             else:
                 photo.save(name, quality=90)
     corrupt = folder / "absence" / "IMG_9999.JPG"
@@ -64,13 +64,17 @@ def _voc_object(name: str, box: list[int], truncated: bool, difficult: bool, pos
     parts = ""
     if name == "person":  # VOC's layout annotation: parts inside the person
         hx = (x1 + x2) // 2
-        parts = (f"    <part><name>head</name><bndbox><xmin>{hx - 8}</xmin><ymin>{y1 + 1}</ymin>"
-                 f"<xmax>{hx + 8}</xmax><ymax>{y1 + 18}</ymax></bndbox></part>\n")
-    return (f"  <object>\n    <name>{name}</name>\n    <pose>{pose}</pose>\n"
-            f"    <truncated>{int(truncated)}</truncated>\n    <difficult>{int(difficult)}"
-            f"</difficult>\n    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n"
-            f"      <xmax>{x2}</xmax>\n      <ymax>{y2}</ymax>\n    </bndbox>\n{parts}"
-            "  </object>\n")
+        parts = (
+            f"    <part><name>head</name><bndbox><xmin>{hx - 8}</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>{hx + 8}</xmax><ymax>{y1 + 18}</ymax></bndbox></part>\n"
+        )
+    return (
+        f"  <object>\n    <name>{name}</name>\n    <pose>{pose}</pose>\n"
+        f"    <truncated>{int(truncated)}</truncated>\n    <difficult>{int(difficult)}"
+        f"</difficult>\n    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n"
+        f"      <xmax>{x2}</xmax>\n      <ymax>{y2}</ymax>\n    </bndbox>\n{parts}"
+        "  </object>\n"
+    )
 
 
 def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int = 0) -> Path:
@@ -100,12 +104,19 @@ def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int 
             x2, y2 = min(width, x1 + w), min(height, y1 + h)
             label = int(rng.integers(len(VOC_CLASSES)))
             colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            (draw.ellipse if label % 2 else draw.rectangle)([x1 - 1, y1 - 1, x2 - 1, y2 - 1],
-                                                            fill=colour)
+            (draw.ellipse if label % 2 else draw.rectangle)(
+                [x1 - 1, y1 - 1, x2 - 1, y2 - 1], fill=colour
+            )
             truncated = first_val or x1 <= 1 or y1 <= 1 or x2 >= width or y2 >= height
-            objects.append(_voc_object(VOC_CLASSES[label], [x1, y1, x2, y2], truncated,
-                                       difficult=bool(rng.random() < 0.15),
-                                       pose=("Left", "Right", "Frontal", "Unspecified")[j % 4]))
+            objects.append(
+                _voc_object(
+                    VOC_CLASSES[label],
+                    [x1, y1, x2, y2],
+                    truncated,
+                    difficult=bool(rng.random() < 0.15),
+                    pose=("Left", "Right", "Frontal", "Unspecified")[j % 4],
+                )
+            )
             labels.add(label)
         if k % 11 == 7:
             image = image.convert("L")  # VOC holds a few greyscale photos

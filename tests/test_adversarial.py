@@ -40,8 +40,9 @@ def test_fgsm_equals_the_closed_form_on_a_linear_model():
 def trained_cnn():
     torch.manual_seed(0)
     data = make_shapes(512, image_size=16, seed=0, colored=False)
-    model = nn.Sequential(Normalize([0.5] * 3, [0.25] * 3),
-                          SmallCNN(channels=(16, 32), batch_norm=True))
+    model = nn.Sequential(
+        Normalize([0.5] * 3, [0.25] * 3), SmallCNN(channels=(16, 32), batch_norm=True)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = DataLoader(data, batch_size=64, shuffle=True)
     for _ in range(8):
@@ -89,8 +90,12 @@ def test_attacks_leave_mode_grads_and_requires_grad_as_they_were(trained_cnn):
 def test_pgd_with_one_step_alpha_eps_and_no_random_start_is_fgsm(trained_cnn):
     model, data = trained_cnn
     x, y = data.tensors[0][:16], data.tensors[1][:16]
-    torch.testing.assert_close(pgd(model, x, y, 0.05, alpha=0.05, steps=1, random_start=False),
-                               fgsm(model, x, y, 0.05), rtol=0, atol=0)
+    torch.testing.assert_close(
+        pgd(model, x, y, 0.05, alpha=0.05, steps=1, random_start=False),
+        fgsm(model, x, y, 0.05),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_pgd_is_stronger_than_fgsm_and_accuracy_drops(trained_cnn):
@@ -154,8 +159,14 @@ def test_adversarial_training_runs_and_lowers_its_loss():
     data = make_shapes(256, image_size=16, seed=0, colored=False)
     model = SmallCNN(channels=(16, 32))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = train_adversarially(model, DataLoader(data, batch_size=64, shuffle=True), optimizer,
-                                 epochs=4, eps=4 / 255, progress=False)
+    losses = train_adversarially(
+        model,
+        DataLoader(data, batch_size=64, shuffle=True),
+        optimizer,
+        epochs=4,
+        eps=4 / 255,
+        progress=False,
+    )
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 

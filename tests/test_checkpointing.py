@@ -196,8 +196,21 @@ def test_train_throughput_benchmark_runs_on_cpu_at_small_size(capsys):
     from tests.conftest import ROOT
 
     script = runpy.run_path(str(ROOT / "benchmarks" / "train_throughput.py"), run_name="x")
-    results = script["main"](["--device", "cpu", "--batch", "2", "--image-size", "32",
-                              "--steps", "1", "--warmup", "1", "--no-compile"])
+    results = script["main"](
+        [
+            "--device",
+            "cpu",
+            "--batch",
+            "2",
+            "--image-size",
+            "32",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--no-compile",
+        ]
+    )
     assert set(results) == {"naive fp32 NCHW", "tuned bf16 + channels_last", "course.train.fit"}
     assert all(v > 0 for v in results.values())
     assert "images/s" in capsys.readouterr().out

@@ -52,8 +52,11 @@ def test_docs_list_every_setting_and_the_paths_the_package_uses(tmp_path, monkey
     for name in SETTINGS:
         assert f"| `{name}` |" in setup, f"book/setup.md does not list {name}"
     paths = data_paths()
-    for key, doc_form in (("hornets", "hornets/"), ("voc", "VOCdevkit/VOC2007/"),
-                          ("synthetic", "synthetic/")):
+    for key, doc_form in (
+        ("hornets", "hornets/"),
+        ("voc", "VOCdevkit/VOC2007/"),
+        ("synthetic", "synthetic/"),
+    ):
         assert f"{paths[key].relative_to(tmp_path).as_posix()}/" == doc_form
         assert f"$COURSE_DATA/{doc_form}" in readme, (key, "README.md")
         assert doc_form.split("/")[0] + "/" in setup, (key, "book/setup.md")

@@ -92,25 +92,34 @@ def gt(boxes, labels, difficult=None):
 
 
 def det(boxes, scores, labels):
-    return {"boxes": np.array(boxes, dtype=np.float32), "scores": np.array(scores),
-            "labels": np.array(labels)}
+    return {
+        "boxes": np.array(boxes, dtype=np.float32),
+        "scores": np.array(scores),
+        "labels": np.array(labels),
+    }
 
 
 def test_voc_map_perfect_duplicate_and_difficult():
     truths = [gt([[0, 0, 10, 10], [20, 20, 40, 40]], [0, 1]), gt([[5, 5, 25, 25]], [0])]
-    perfect = [det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [0, 1]),
-               det([[5, 5, 25, 25]], [0.7], [0])]
+    perfect = [
+        det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [0, 1]),
+        det([[5, 5, 25, 25]], [0.7], [0]),
+    ]
     result = voc_map(perfect, truths, num_classes=2)
     assert result["map"] == 1.0 and result["ap"] == [1.0, 1.0]
     # a duplicate of a matched object is a false positive (ranked above the second TP)
-    duplicate = [det([[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 40, 40]], [0.9, 0.85, 0.8],
-                     [0, 0, 1]), det([[5, 5, 25, 25]], [0.7], [0])]
+    duplicate = [
+        det([[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 40, 40]], [0.9, 0.85, 0.8], [0, 0, 1]),
+        det([[5, 5, 25, 25]], [0.7], [0]),
+    ]
     assert voc_map(duplicate, truths, 2)["ap"][0] == pytest.approx(0.5 + 0.5 * 2 / 3)
     # difficult objects: not counted as positives, detecting them is no false positive
     hard = [gt([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [False, True])]
     assert voc_map([det([[0, 0, 10, 10]], [0.9], [0])], hard, 1)["map"] == 1.0
-    assert voc_map([det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.95, 0.9], [0, 0])], hard,
-                   1)["map"] == 1.0
+    assert (
+        voc_map([det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.95, 0.9], [0, 0])], hard, 1)["map"]
+        == 1.0
+    )
     # a wrong class is a miss, a class without ground truth is left out of the mean
     result = voc_map([det([[0, 0, 10, 10]], [0.9], [1])], [gt([[0, 0, 10, 10]], [0])], 3)
     assert result["ap"][0] == 0.0 and np.isnan(result["ap"][2]) and result["map"] == 0.0
@@ -118,12 +127,14 @@ def test_voc_map_perfect_duplicate_and_difficult():
 
 def test_parse_voc_xml_and_the_malformed_file_error(tmp_path):
     good = tmp_path / "000001.xml"
-    good.write_text("<annotation><filename>000001.jpg</filename><size><width>353</width>"
-                    "<height>500</height><depth>3</depth></size><object><name>dog</name>"
-                    "<difficult>0</difficult><bndbox><xmin>48</xmin><ymin>240</ymin>"
-                    "<xmax>195</xmax><ymax>371</ymax></bndbox></object><object><name>person"
-                    "</name><difficult>1</difficult><bndbox><xmin>8</xmin><ymin>12</ymin>"
-                    "<xmax>352</xmax><ymax>498</ymax></bndbox></object></annotation>")
+    good.write_text(
+        "<annotation><filename>000001.jpg</filename><size><width>353</width>"
+        "<height>500</height><depth>3</depth></size><object><name>dog</name>"
+        "<difficult>0</difficult><bndbox><xmin>48</xmin><ymin>240</ymin>"
+        "<xmax>195</xmax><ymax>371</ymax></bndbox></object><object><name>person"
+        "</name><difficult>1</difficult><bndbox><xmin>8</xmin><ymin>12</ymin>"
+        "<xmax>352</xmax><ymax>498</ymax></bndbox></object></annotation>"
+    )
     target = parse_voc_xml(good)
     assert target["labels"].tolist() == [11, 14] and target["size"] == (500, 353)
     assert target["difficult"].tolist() == [False, True]
@@ -141,16 +152,18 @@ def test_parse_voc_xml_and_the_malformed_file_error(tmp_path):
     with pytest.raises(VOCAnnotationError, match="unknown class 'unicorn'"):
         parse_voc_xml(unknown)
     bomb = tmp_path / "000005.xml"
-    bomb.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]>'
-                    "<annotation>&x;</annotation>")
+    bomb.write_text(
+        '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]><annotation>&x;</annotation>'
+    )
     with pytest.raises(VOCAnnotationError, match="000005.xml"):
         parse_voc_xml(bomb)
 
 
 @pytest.fixture(scope="module")
 def synthetic_voc(tmp_path_factory):
-    return make_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=24, num_val=8, size=64,
-                              progress=False)
+    return make_synthetic_voc(
+        tmp_path_factory.mktemp("voc"), num_train=24, num_val=8, size=64, progress=False
+    )
 
 
 def test_synthetic_voc_is_read_by_the_real_loader(synthetic_voc):
@@ -171,8 +184,11 @@ def test_synthetic_voc_is_read_by_the_real_loader(synthetic_voc):
 def test_detection_augmentation_moves_boxes_with_pixels():
     image = torch.zeros(3, 40, 60)
     image[:, 10:20, 5:15] = 1.0  # a white box at x 5..15, y 10..20
-    target = {"boxes": torch.tensor([[5.0, 10, 15, 20]]), "labels": torch.tensor([2]),
-              "difficult": torch.tensor([False])}
+    target = {
+        "boxes": torch.tensor([[5.0, 10, 15, 20]]),
+        "labels": torch.tensor([2]),
+        "difficult": torch.tensor([False]),
+    }
     for seed in range(20):
         out, t = DetectionAugmentation(32, train=True, min_scale=0.8, seed=seed)(image, target)
         assert out.shape == (3, 32, 32)
@@ -216,8 +232,11 @@ def test_centernet_encode_decode_round_trip():
     for k in range(3):
         wh[:, t["ind"][k]] = t["wh"][k]
         reg[:, t["ind"][k]] = t["reg"][k]
-    outputs = {"hm": hm_logits[None], "wh": wh.reshape(1, 2, 16, 16),
-               "reg": reg.reshape(1, 2, 16, 16)}
+    outputs = {
+        "hm": hm_logits[None],
+        "wh": wh.reshape(1, 2, 16, 16),
+        "reg": reg.reshape(1, 2, 16, 16),
+    }
     result = decode_centernet(outputs)[0]
     keep = result["scores"] > 0.99
     assert keep.sum() == 3
@@ -233,8 +252,10 @@ def test_centernet_shapes_bias_and_loss_decreases():
     out = model(torch.rand(2, 3, 64, 64))
     assert out["hm"].shape == (2, 4, 16, 16) and out["wh"].shape == (2, 2, 16, 16)
     torch.testing.assert_close(model.hm[-1].bias, torch.full((4,), -2.19))
-    targets = [{"boxes": torch.tensor([[8.0, 8, 40, 40]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[20.0, 4, 60, 30]]), "labels": torch.tensor([2])}]
+    targets = [
+        {"boxes": torch.tensor([[8.0, 8, 40, 40]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[20.0, 4, 60, 30]]), "labels": torch.tensor([2])},
+    ]
     loss_fn = CenterNetLoss(4)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(2, 3, 64, 64)
@@ -255,11 +276,11 @@ def test_yolo_encode_decode_round_trip():
     target = encode_yolo_targets(boxes, labels, 4, grid=4, image_size=(64, 64))
     assert target[..., 4].sum() == 3
     output = yolo_output_from_targets(target, boxes_per_cell=2)[None]
-    result = decode_yolo(output, grid=4, boxes_per_cell=2, image_size=(64, 64),
-                         score_threshold=0.5)[0]
+    result = decode_yolo(
+        output, grid=4, boxes_per_cell=2, image_size=(64, 64), score_threshold=0.5
+    )[0]
     order = result["labels"].argsort()
-    torch.testing.assert_close(result["boxes"][order], boxes[labels.argsort()], atol=1e-4,
-                               rtol=0)
+    torch.testing.assert_close(result["boxes"][order], boxes[labels.argsort()], atol=1e-4, rtol=0)
     assert result["scores"].min() > 0.99
 
 
@@ -283,8 +304,11 @@ def test_truncated_backbones_keep_stride_4_and_only_used_weights(stages):
     out = model(torch.rand(1, 3, 64, 64))
     assert out["hm"].shape == (1, 4, 16, 16) and out["reg"].shape == (1, 2, 16, 16)
     out["hm"].sum().backward()
-    unused = [n for n, p in model.named_parameters() if p.grad is None and "hm" not in n
-              and not n.startswith(("wh.", "reg."))]
+    unused = [
+        n
+        for n, p in model.named_parameters()
+        if p.grad is None and "hm" not in n and not n.startswith(("wh.", "reg."))
+    ]
     assert unused == []
     yolo = YOLOv1(4, grid=8, stages=stages)
     assert yolo(torch.rand(1, 3, 64, 64)).shape == (1, 8, 8, 14)

@@ -142,8 +142,9 @@ def test_freezing_leaves_exactly_the_new_head_trainable():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    nn.functional.cross_entropy(model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1])) \
-        .backward()
+    nn.functional.cross_entropy(
+        model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 0, 1])
+    ).backward()
     optimizer.step()
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"fc.weight", "fc.bias"}
@@ -171,13 +172,11 @@ def test_offline_fallback_pretrains_on_synthetic_once_and_caches(tmp_path, monke
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="not cached"):
         pretrained_resnet18("imagenet")
-    model, origin = pretrained_resnet18("auto", image_size=32, samples=64, epochs=1,
-                                        progress=False)
+    model, origin = pretrained_resnet18("auto", image_size=32, samples=64, epochs=1, progress=False)
     assert "synthetic" in origin and "not cached" in origin
     cached = list((tmp_path / "cache").glob("*.pt"))
     assert len(cached) == 1
-    again, _ = pretrained_resnet18("synthetic", image_size=32, samples=64, epochs=1,
-                                   progress=False)
+    again, _ = pretrained_resnet18("synthetic", image_size=32, samples=64, epochs=1, progress=False)
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert not torch.equal(model.conv1.weight, resnet18(num_classes=5).conv1.weight)
@@ -196,8 +195,9 @@ def test_source_task_has_five_balanced_classes_without_hornets():
 def test_augmentations_keep_shape_and_pixel_range(randaugment):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    data = ImageTensorDataset(images, torch.zeros(4, dtype=torch.long),
-                              train_augmentations(randaugment))
+    data = ImageTensorDataset(
+        images, torch.zeros(4, dtype=torch.long), train_augmentations(randaugment)
+    )
     x, _ = data[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1
@@ -235,8 +235,9 @@ def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("COURSE_PROFILE", "smoke")
     make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
-    kwargs = dict(synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, probe_epochs=1,
-                  progress=False)
+    kwargs = dict(
+        synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, probe_epochs=1, progress=False
+    )
     _, _, offline = cached_hornet_classifier(**kwargs)
     assert "synthetic insect task" in offline and "trained and saved" in offline
     assert "real photos" in offline

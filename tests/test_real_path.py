@@ -55,8 +55,9 @@ def _run(name: str, env: dict[str, str], workdir) -> str:
     saved = dict(os.environ)
     os.environ.update({**env, "COURSE_PROFILE": "smoke"})
     try:
-        NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(workdir)}}
-                       ).execute()
+        NotebookClient(
+            nb, km=km, timeout=600, resources={"metadata": {"path": str(workdir)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -111,14 +111,31 @@ def test_first_global_batch_is_the_union_of_the_shards():
     assert len({tuple(row.tolist()) for row in x.flatten(1)[:, :20]}) == 16
 
 
-@pytest.mark.skipif(not loopback_available(),
-                    reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox")
+@pytest.mark.skipif(
+    not loopback_available(), reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox"
+)
 def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
     out = tmp_path / "ddp.pt"
     n, base_lr, base_batch = 8, 0.5, 16
-    result = run_torchrun(2, ["--steps", "1", "--batch-per-process", str(n),
-                              "--base-lr", str(base_lr), "--base-batch-size", str(base_batch),
-                              "--warmup-steps", "0", "--samples", "256", "--out", str(out)])
+    result = run_torchrun(
+        2,
+        [
+            "--steps",
+            "1",
+            "--batch-per-process",
+            str(n),
+            "--base-lr",
+            str(base_lr),
+            "--base-batch-size",
+            str(base_batch),
+            "--warmup-steps",
+            "0",
+            "--samples",
+            "256",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp_weights = load_state(out)["model"]
 
@@ -136,8 +153,14 @@ def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
 
 def test_script_refuses_to_run_without_torchrun():
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    result = subprocess.run([sys.executable, "-m", "course.scaling"], capture_output=True,
-                            text=True, env=env, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "course.scaling"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode != 0 and "torchrun" in result.stderr
 
 

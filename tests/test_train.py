@@ -300,11 +300,16 @@ def test_train_steps_cycles_the_loader_and_marks_divergence():
 
 @pytest.mark.parametrize(
     ("card", "capability", "dtype"),
-    [("T4", (7, 5), torch.float16), ("V100", (7, 0), torch.float16),
-     ("A100", (8, 0), torch.bfloat16), ("H100", (9, 0), torch.bfloat16)],
+    [
+        ("T4", (7, 5), torch.float16),
+        ("V100", (7, 0), torch.float16),
+        ("A100", (8, 0), torch.bfloat16),
+        ("H100", (9, 0), torch.bfloat16),
+    ],
 )
-def test_amp_dtype_is_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, card,
-                                                                   capability, dtype):
+def test_amp_dtype_is_bf16_only_where_the_gpu_computes_it_natively(
+    monkeypatch, card, capability, dtype
+):
     from course.train import amp_dtype
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

@@ -35,8 +35,11 @@ def standin():
     prefix = hashlib.sha256(data).hexdigest()[:8]
 
     class StandIn(WeightsEnum):
-        V1 = Weights(url=f"https://download.pytorch.org/models/resnet18-{prefix}.pth",
-                     transforms=None, meta={})
+        V1 = Weights(
+            url=f"https://download.pytorch.org/models/resnet18-{prefix}.pth",
+            transforms=None,
+            meta={},
+        )
 
     return state, data, StandIn.V1
 
@@ -63,8 +66,9 @@ def test_download_into_an_empty_cache_checks_the_hash_and_loads(standin, empty_t
     assert web.requests == []
 
 
-def test_resnet18_downloads_the_real_entry_into_torchvision_cache(standin, empty_torch_home, web,
-                                                                  monkeypatch):
+def test_resnet18_downloads_the_real_entry_into_torchvision_cache(
+    standin, empty_torch_home, web, monkeypatch
+):
     state, data, weights = standin
     monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: weights)
     web[weights.url] = data
@@ -110,8 +114,11 @@ def test_weights_that_are_not_resnet18_are_refused_by_name(empty_torch_home, web
     path = empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     path.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet34().state_dict(), path)
-    with pytest.raises(ValueError, match=r"(?s)ImageNet weights .*resnet18-f37072fd.pth.*"
-                                         r"unexpected keys: layer1.2"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)ImageNet weights .*resnet18-f37072fd.pth.*"
+        r"unexpected keys: layer1.2",
+    ):
         resnet18(weights="imagenet")
 
 

@@ -69,8 +69,13 @@ def _check_budget(**budgets: float) -> None:
             raise ValueError(f"{name} must be >= 0 (a budget in pixel units), got {value}")
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-         target: torch.Tensor | None = None) -> torch.Tensor:
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Fast gradient sign method: ``clamp(x + eps * sign(grad_x CE(model(x), y)), 0, 1)``.
 
     Args:
@@ -89,8 +94,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return _fgsm_step(model, x, y, eps, target)
 
 
-def _fgsm_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-               target: torch.Tensor | None) -> torch.Tensor:
+def _fgsm_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target: torch.Tensor | None
+) -> torch.Tensor:
     with eval_mode(model):
         if target is None:
             step = eps * _input_gradient(model, x, y).sign()
@@ -138,8 +144,15 @@ def pgd_attack(steps: int = 10, alpha_ratio: float = 2.5) -> Attack:
     (Madry et al.'s choice)."""
 
     def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        return pgd(model, x, y, eps, alpha=alpha_ratio * eps / steps, steps=steps,
-                   generator=torch.Generator().manual_seed(0))
+        return pgd(
+            model,
+            x,
+            y,
+            eps,
+            alpha=alpha_ratio * eps / steps,
+            steps=steps,
+            generator=torch.Generator().manual_seed(0),
+        )
 
     return attack
 
@@ -196,12 +209,13 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, positions: torch.Tensor) -
     p = patch.shape[-1]
     out = x.clone()
     for i, (r, c) in enumerate(positions.tolist()):
-        out[i, :, r:r + p, c:c + p] = patch  # slice assignment keeps the graph to patch
+        out[i, :, r : r + p, c : c + p] = patch  # slice assignment keeps the graph to patch
     return out
 
 
-def random_positions(n: int, image_size: int, patch_size: int,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def random_positions(
+    n: int, image_size: int, patch_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(n, 2) random top-left corners that keep a patch inside the image."""
     return torch.randint(0, image_size - patch_size + 1, (n, 2), generator=generator)
 
@@ -240,7 +254,8 @@ def train_patch(
                 positions = random_positions(len(x), x.shape[-1], patch_size, generator)
                 logits = model(apply_patch(x, patch, positions.to(device)))
                 loss = nn.functional.cross_entropy(
-                    logits, torch.full((len(x),), target, device=device))
+                    logits, torch.full((len(x),), target, device=device)
+                )
                 optimizer.zero_grad()
                 (grad,) = torch.autograd.grad(loss, patch)
                 patch.grad = grad

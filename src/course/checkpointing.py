@@ -179,8 +179,7 @@ def split_into_segments(n: int, segments: int) -> list[range]:
     [range(0, 4), range(4, 7), range(7, 10)]
     """
     if not 1 <= segments <= n:
-        raise ValueError(f"segments must be between 1 and the number of layers {n}, "
-                         f"got {segments}")
+        raise ValueError(f"segments must be between 1 and the number of layers {n}, got {segments}")
     sizes = [n // segments + (i < n % segments) for i in range(segments)]
     starts = [sum(sizes[:i]) for i in range(segments)]
     return [range(start, start + size) for start, size in zip(starts, sizes, strict=True)]
@@ -199,8 +198,7 @@ def keep_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [
-        {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None}
-        for m in norms
+        {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None} for m in norms
     ]
     try:
         yield
@@ -259,8 +257,11 @@ class CheckpointedSequential(nn.Module):
             segment = self.layers[indices.start : indices.stop]
 
             def contexts(segment: nn.Module = segment):
-                recompute = (keep_batchnorm_statistics(segment) if self.fix_batchnorm
-                             else contextlib.nullcontext())
+                recompute = (
+                    keep_batchnorm_statistics(segment)
+                    if self.fix_batchnorm
+                    else contextlib.nullcontext()
+                )
                 return contextlib.nullcontext(), recompute
 
             x = checkpoint(
@@ -301,8 +302,9 @@ def peak_activation_bytes(model: CheckpointedSequential, x: torch.Tensor) -> int
 
 def deep_chain(depth: int, width: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """``depth`` blocks of Linear(width, width) + activation: the slides' chain of layers."""
-    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), activation())
-                           for _ in range(depth)])
+    return nn.Sequential(
+        *[nn.Sequential(nn.Linear(width, width), activation()) for _ in range(depth)]
+    )
 
 
 def resnet18_layers(model: nn.Module) -> list[nn.Module]:

@@ -33,8 +33,7 @@ SETTINGS = {
     "i.e. ~/.cache/course",
     "TORCH_HOME": "torchvision's cache, where the ImageNet weights are downloaded "
     "(hub/checkpoints/); default: $XDG_CACHE_HOME/torch, i.e. ~/.cache/torch",
-    "XDG_CACHE_HOME": "the base of the two caches above when they are not set; "
-    "default: ~/.cache",
+    "XDG_CACHE_HOME": "the base of the two caches above when they are not set; default: ~/.cache",
 }
 
 T = TypeVar("T")

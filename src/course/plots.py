@@ -118,13 +118,30 @@ def draw_boxes(
 
     ax.imshow(image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
     ax.axis("off")
-    for i, (box, label) in enumerate(zip(torch.as_tensor(boxes).tolist(),
-                                         torch.as_tensor(labels).tolist(), strict=True)):
+    for i, (box, label) in enumerate(
+        zip(torch.as_tensor(boxes).tolist(), torch.as_tensor(labels).tolist(), strict=True)
+    ):
         x1, y1, x2, y2 = box
         colour = f"C{int(label) % 10}"
         dashed = difficult is not None and bool(difficult[i])
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
-                               linewidth=1.5, linestyle="--" if dashed else "-"))
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=colour,
+                linewidth=1.5,
+                linestyle="--" if dashed else "-",
+            )
+        )
         text = class_names[int(label)] + (f" {float(scores[i]):.2f}" if scores is not None else "")
-        ax.text(x1, y1, text, fontsize=6, color="white", va="bottom",
-                bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "linewidth": 0})
+        ax.text(
+            x1,
+            y1,
+            text,
+            fontsize=6,
+            color="white",
+            va="bottom",
+            bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "linewidth": 0},
+        )

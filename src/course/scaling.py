@@ -84,8 +84,9 @@ def warmup_factor(
     - ``"none"``: constant 1.
     """
     if warmup_steps < 0 or total_steps < warmup_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and "
-                         f"{total_steps}")
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and {total_steps}"
+        )
     if decay not in DECAYS:
         raise ValueError(f"decay must be one of {', '.join(map(repr, DECAYS))}, got {decay!r}")
     if step < warmup_steps:
@@ -115,8 +116,9 @@ def warmup_schedule(
     # when warmup ends in the middle of training
 
     def factor(step: int) -> float:
-        return warmup_factor(step, warmup_steps, total_steps, decay, milestones, gamma,
-                             start_factor)
+        return warmup_factor(
+            step, warmup_steps, total_steps, decay, milestones, gamma, start_factor
+        )
 
     return LambdaLR(optimizer, factor)
 
@@ -126,8 +128,13 @@ def warmup_schedule(
 # ---------------------------------------------------------------------------
 
 
-def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
-             loss_fn: LossFn = nn.functional.cross_entropy) -> None:
+def sgd_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+) -> None:
     """One plain SGD step (no momentum) on the minibatch (x, y), in place."""
     model.zero_grad(set_to_none=True)
     loss_fn(model(x), y).backward()
@@ -208,9 +215,14 @@ def ddp_example_model(seed: int = 0) -> nn.Module:
     """The small BN-free classifier that every process of the DDP example builds identically."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(32, 4),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 4),
     )
 
 
@@ -221,8 +233,9 @@ def ddp_example_data(n: int, seed: int = 0) -> TensorDataset:
     return make_shapes(n, image_size=16, colored=False, seed=seed)
 
 
-def first_global_batch(data: TensorDataset, world: int, batch_per_process: int,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def first_global_batch(
+    data: TensorDataset, world: int, batch_per_process: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples that all ``world`` processes read at the first step, concatenated.
 
     One single-process SGD step on them, with the same lr, must give the
@@ -301,11 +314,15 @@ def train_data_parallel(
     global_batch = batch_per_process * world
     lr = linear_scaled_lr(base_lr, global_batch, base_batch_size)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr, momentum=0.9)
-    scheduler = warmup_schedule(optimizer, warmup_steps, steps, decay="cosine",
-                                start_factor=0.0 if warmup_steps else 1.0)
+    scheduler = warmup_schedule(
+        optimizer, warmup_steps, steps, decay="cosine", start_factor=0.0 if warmup_steps else 1.0
+    )
     if rank == 0:
-        print(f"{world} processes ({'nccl' if use_cuda else 'gloo'}), {batch_per_process} "
-              f"samples each: global batch {global_batch}, peak lr {lr:g}", flush=True)
+        print(
+            f"{world} processes ({'nccl' if use_cuda else 'gloo'}), {batch_per_process} "
+            f"samples each: global batch {global_batch}, peak lr {lr:g}",
+            flush=True,
+        )
     step, epoch, loss_sum, since = 0, 0, 0.0, 0
     while step < steps:
         sampler.set_epoch(epoch)  # a different shuffle every epoch, the same on all processes
@@ -320,8 +337,11 @@ def train_data_parallel(
             if rank == 0:
                 loss_sum, since = loss_sum + loss.item(), since + 1
                 if step % 20 == 0 or step == steps:
-                    print(f"step {step:4d}  mean loss of rank 0 over the last {since} steps "
-                          f"{loss_sum / since:.4f}", flush=True)
+                    print(
+                        f"step {step:4d}  mean loss of rank 0 over the last {since} steps "
+                        f"{loss_sum / since:.4f}",
+                        flush=True,
+                    )
                     loss_sum, since = 0.0, 0
             if step == steps:
                 break
@@ -332,8 +352,15 @@ def train_data_parallel(
             accuracy = (model(x.to(device)).argmax(1).cpu() == y).float().mean().item()
         print(f"accuracy on the {len(y)} training images: {accuracy:.3f}", flush=True)
     if rank == 0 and out is not None:
-        save_state(out, {"model": model.state_dict(), "world_size": world,
-                              "batch_per_process": batch_per_process, "steps": steps})
+        save_state(
+            out,
+            {
+                "model": model.state_dict(),
+                "world_size": world,
+                "batch_per_process": batch_per_process,
+                "steps": steps,
+            },
+        )
     dist.barrier()
     dist.destroy_process_group()
 
@@ -348,8 +375,16 @@ def run_torchrun(
     on a machine with N GPUs run torchrun yourself with ``--nproc_per_node=N``.
     """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "course.scaling", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "course.scaling",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -367,10 +402,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="save the final weights here")
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
-        parser.error("run me with torchrun, e.g. "
-                     "torchrun --standalone --nproc_per_node=2 -m course.scaling")
-    train_data_parallel(args.steps, args.batch_per_process, args.base_lr, args.base_batch_size,
-                        args.warmup_steps, args.out, args.samples)
+        parser.error(
+            "run me with torchrun, e.g. torchrun --standalone --nproc_per_node=2 -m course.scaling"
+        )
+    train_data_parallel(
+        args.steps,
+        args.batch_per_process,
+        args.base_lr,
+        args.base_batch_size,
+        args.warmup_steps,
+        args.out,
+        args.samples,
+    )
 
 
 if __name__ == "__main__":

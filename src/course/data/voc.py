@@ -315,8 +315,9 @@ def make_synthetic_voc(
         xml = folder / "Annotations" / f"{image_id}.xml"
         if xml.exists():
             continue
-        image, boxes, labels, difficult = render_voc_scene(seed * 1_000_003 + int(image_id), size,
-                                                           textured=textured)
+        image, boxes, labels, difficult = render_voc_scene(
+            seed * 1_000_003 + int(image_id), size, textured=textured
+        )
         image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
         tmp = xml.with_suffix(".tmp")
         write_voc_xml(
