@@ -59,3 +59,29 @@ def test_make_shapes_bad_arguments():
         make_shapes(10, num_classes=9)
     with pytest.raises(ValueError, match="image_size"):
         make_shapes(10, image_size=8)
+
+
+def test_generated_data_sets_are_keyed_by_parameters_and_generator_version(tmp_path, monkeypatch):
+    """A changed generator (its version constant) or other parameters never reuse the
+    files generated before: they go to another folder."""
+    from course.data import hornets, voc
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    first = hornets.load_hornet_data(32, synthetic_scale=0.005, progress=False)
+    folder = first.paths[0].parents[2]
+    assert (
+        folder.parent == tmp_path / "synthetic" and f"v{hornets.GENERATOR_VERSION}" in folder.name
+    )
+    assert hornets.load_hornet_data(32, synthetic_scale=0.005, progress=False).paths == first.paths
+    other_scale = hornets.load_hornet_data(32, synthetic_scale=0.006, progress=False)
+    assert other_scale.paths[0].parents[2] != folder
+    monkeypatch.setattr(hornets, "GENERATOR_VERSION", hornets.GENERATOR_VERSION + 1)
+    new_version = hornets.load_hornet_data(32, synthetic_scale=0.005, progress=False)
+    assert new_version.paths[0].parents[2] not in (folder, other_scale.paths[0].parents[2])
+
+    small = dict(num_train=2, num_val=1, size=32, progress=False)
+    root = voc.make_synthetic_voc(**small)
+    assert root.parent == tmp_path / "synthetic" and voc.make_synthetic_voc(**small) == root
+    assert voc.make_synthetic_voc(**{**small, "textured": False}) != root
+    monkeypatch.setattr(voc, "GENERATOR_VERSION", voc.GENERATOR_VERSION + 1)
+    assert voc.make_synthetic_voc(**small) != root

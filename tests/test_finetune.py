@@ -250,3 +250,18 @@ def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkey
     assert "ImageNet-1k weights" in imagenet and "trained and saved" in imagenet
     assert data.images.shape[-1] == 64  # photos: the larger size, with either weights
     assert len(list((tmp_path / "cache").glob("hornet_probe_*.pt"))) == 2
+
+
+def test_pretrained_stand_in_is_keyed_by_cache_and_generator_versions(tmp_path, monkeypatch):
+    import course.finetune as finetune
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)  # cached
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    monkeypatch.setattr(finetune, "GENERATOR_VERSION", finetune.GENERATOR_VERSION + 1)
+    finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)
+    monkeypatch.setattr(finetune, "CACHE_VERSION", finetune.CACHE_VERSION + 1)
+    finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)
+    assert len(list(tmp_path.glob("*.pt"))) == 3
