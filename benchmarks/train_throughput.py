@@ -109,27 +109,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
 
     model, opt = fresh()
-    fit(
-        model,
-        batches(args.warmup, b, s, device),
-        epochs=1,
-        optimizer=opt,
-        device=device,
-        progress=False,
-    )
-    results["course.train.fit"] = timed(
-        lambda: fit(
-            model,
-            batches(args.steps, b, s, device),
-            epochs=1,
-            optimizer=opt,
-            device=device,
-            progress=False,
-        ),
-        args.steps,
-        b,
-        device,
-    )
+
+    def run_fit(steps: int) -> None:
+        batches_ = batches(steps, b, s, device)
+        fit(model, batches_, epochs=1, optimizer=opt, device=device, progress=False)
+
+    run_fit(args.warmup)
+    results["course.train.fit"] = timed(lambda: run_fit(args.steps), args.steps, b, device)
 
     naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
     # ``name`` is the last tuned variant: the compiled one unless --no-compile
