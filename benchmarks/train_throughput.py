@@ -12,7 +12,8 @@ already on the device, so that only the training step is measured:
 - course.train.fit: the loop every chapter uses (AMP and channels_last on
   CUDA, no compile).
 
-Each runs ``--warmup`` steps, then ``--steps`` timed steps, synchronised.
+Each runs ``--steps`` steps three times with ``course.utils.time_call``: twice to
+warm up (and to compile), then once timed, synchronised.
 Prints images/s and the ratios. Nothing is asserted; results go to
 benchmarks/RESULTS.md.
 """
@@ -21,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 from torch import nn
 
 from course.models import resnet18
 from course.train import fit
-from course.utils import get_device, synchronize
+from course.utils import get_device, time_call
 
 
 def batches(n: int, batch: int, size: int, device: torch.device, channels_last: bool = False):
@@ -58,12 +58,9 @@ def tuned_step(model, optimizer, device):
     return step
 
 
-def timed(run, steps: int, batch: int, device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    run()
-    synchronize(device)
-    return steps * batch / (time.perf_counter() - start)
+def timed(run, steps: int, batch: int) -> float:
+    """Images per second of ``run()``, which trains ``steps`` batches of ``batch`` images."""
+    return steps * batch / time_call(run, repeats=1)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -72,7 +69,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-compile", action="store_true", help="tuned loop without compile")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else get_device()
@@ -90,9 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     model, opt = fresh()
-    naive_loop(model, batches(args.warmup, b, s, device), opt)
     results["naive fp32 NCHW"] = timed(
-        lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b, device
+        lambda: naive_loop(model, batches(args.steps, b, s, device), opt), args.steps, b
     )
 
     for compiled in [False] if args.no_compile else [False, True]:
@@ -100,12 +95,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         step = tuned_step(model, opt, device)
         if compiled:
             step = torch.compile(step)
-        for x, y in batches(args.warmup, b, s, device, channels_last=device.type == "cuda"):
-            step(x, y)
         data = batches(args.steps, b, s, device, channels_last=device.type == "cuda")
         name = "tuned bf16 + channels_last" + (" + compile" if compiled else "")
         results[name] = timed(
-            lambda step=step, data=data: [step(x, y) for x, y in data], args.steps, b, device
+            lambda step=step, data=data: [step(x, y) for x, y in data], args.steps, b
         )
 
     model, opt = fresh()
@@ -114,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         batches_ = batches(steps, b, s, device)
         fit(model, batches_, epochs=1, optimizer=opt, device=device, progress=False)
 
-    run_fit(args.warmup)
-    results["course.train.fit"] = timed(lambda: run_fit(args.steps), args.steps, b, device)
+    results["course.train.fit"] = timed(lambda: run_fit(args.steps), args.steps, b)
 
     naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
     # ``name`` is the last tuned variant: the compiled one unless --no-compile

@@ -206,8 +206,6 @@ def test_train_throughput_benchmark_runs_on_cpu_at_small_size(capsys):
             "32",
             "--steps",
             "1",
-            "--warmup",
-            "1",
             "--no-compile",
         ]
     )

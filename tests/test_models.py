@@ -44,7 +44,7 @@ def test_small_cnn_has_no_conv_bias_with_batch_norm():
 
 
 def test_block_gradient_norms_match_autograd_and_leave_grads_alone():
-    from course.models.deep import block_gradient_norms
+    from course.residual import block_gradient_norms
 
     torch.manual_seed(0)
     model = DeepCNN(depth=3, width=4, batch_norm=False)

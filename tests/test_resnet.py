@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-import course.models.resnet as resnet_module
 from course.models import ResBlockA, ResBlockB, resnet18
+from course.residual import shape_table
 from course.utils import count_parameters
 
 
@@ -49,7 +49,7 @@ def test_unknown_weights_name():
 
 
 def test_shape_table_is_the_slides_table():
-    table = dict(resnet_module.shape_table(resnet18().eval(), torch.rand(1, 3, 224, 224)))
+    table = dict(shape_table(resnet18().eval(), torch.rand(1, 3, 224, 224)))
     assert table["input"] == (3, 224, 224)
     assert table["conv1"] == (64, 112, 112) and table["maxpool"] == (64, 56, 56)
     assert [table[f"layer{i}"] for i in range(1, 5)] == [

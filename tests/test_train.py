@@ -317,3 +317,24 @@ def test_amp_dtype_is_bf16_only_where_the_gpu_computes_it_natively(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert amp_dtype(torch.device("cuda")) == dtype, card
     assert amp_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_predict_gathers_per_image_outputs_of_a_detector():
+    """A detector's decoder gives one dict per image; predict chains them, with targets."""
+
+    class Detector(nn.Module):
+        def forward(self, x):
+            return {"hm": x.mean(dim=(1, 2, 3))}  # one score per image
+
+    def decode(out):
+        return [{"scores": s[None], "labels": torch.zeros(1, dtype=torch.long)} for s in out["hm"]]
+
+    images = torch.rand(5, 3, 4, 4)
+    targets = [
+        {"boxes": torch.rand(i, 4), "labels": torch.zeros(i, dtype=torch.long)} for i in range(5)
+    ]
+    loader = [(images[:3], targets[:3]), (images[3:], targets[3:])]
+    detections, truths = predict(Detector(), loader, device="cpu", postprocess=decode)
+    assert len(detections) == len(truths) == 5 and truths[4]["boxes"].shape == (4, 4)
+    scores = torch.cat([d["scores"] for d in detections])
+    torch.testing.assert_close(scores, images.mean(dim=(1, 2, 3)))

@@ -11,7 +11,7 @@ from course.utils import (
     get_device,
     model_device,
     seed_everything,
-    timer,
+    time_call,
 )
 
 
@@ -53,10 +53,33 @@ def test_get_device(monkeypatch):
     assert get_device().type in {"cpu", "mps"}
 
 
-def test_timer_measures_the_block():
-    with timer("cpu") as t:
-        torch.randn(200, 200) @ torch.randn(200, 200)
-    assert 0 < t["seconds"] < 60
+def test_time_call_times_the_calls_after_warming_up(monkeypatch):
+    """A fake clock that ticks once per reading: the block of 3 timed calls lasts the
+    ticks read around it; the 2 warm-up calls are outside it."""
+    import course.utils as utils
+
+    clock = iter(range(100))
+    calls = []
+
+    def fn():
+        calls.append(1)
+        next(clock)  # each call takes one tick
+
+    monkeypatch.setattr(utils, "_clock", lambda: float(next(clock)))
+    assert time_call(fn, repeats=3) == 4 / 3  # readings t, then 3 calls, then t + 4
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match="repeats"):
+        time_call(fn, repeats=0)
+
+
+def test_time_call_waits_for_the_gpu(monkeypatch):
+    """The clock synchronises the device before each reading."""
+    import course.utils as utils
+
+    synced = []
+    monkeypatch.setattr(utils, "synchronize", lambda device=None: synced.append(device))
+    time_call(lambda: None, repeats=2)
+    assert len(synced) == 4  # around the warm-up block and around the timed block
 
 
 def test_eval_mode_restores_the_mode_even_after_an_error():

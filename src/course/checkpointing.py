@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from course.utils import synchronize
+from course.utils import time_call
 
 # ---------------------------------------------------------------------------
 # Measuring what autograd keeps
@@ -327,17 +326,14 @@ def best_segments(n: int) -> int:
 
 
 def step_seconds(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
-    """Median wall time of one forward + backward (one warm-up run first)."""
-    times = []
-    for i in range(repeats + 1):
+    """Mean wall time of one forward + backward over ``repeats`` runs (``time_call``,
+    which warms up first)."""
+
+    def step() -> None:
         model.zero_grad(set_to_none=True)
-        synchronize(x.device)
-        start = time.perf_counter()
         model(x).float().sum().backward()
-        synchronize(x.device)
-        if i:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+
+    return time_call(step, repeats=repeats)
 
 
 def largest_batch(bytes_per_sample: float, budget_bytes: float, fixed_bytes: float = 0.0) -> int:

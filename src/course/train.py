@@ -169,17 +169,43 @@ def evaluate(
     return {"loss": total_loss / total_seen, "accuracy": accuracy}
 
 
+def _gather(parts: list) -> Any:
+    """Concatenate per-batch tensors (on the CPU, float outputs in float32), or chain lists."""
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts)
+    return [item for part in parts for item in part]
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor in ``obj`` (tensors nested in lists, tuples, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
     loader: Iterable,
     device: torch.device | str | None = None,
     amp: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All outputs and targets of ``loader``, concatenated on the CPU in float32.
+    postprocess: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any]:
+    """All outputs and targets of ``loader``, gathered on the CPU (floats in float32).
 
-    Returns ``(outputs, targets)``, e.g. logits (N, C) and labels (N,) for a
-    classifier: what a confusion matrix or a calibration plot needs.
+    Returns ``(outputs, targets)``: for a classifier, logits (N, C) and labels (N,),
+    what a confusion matrix needs. ``postprocess`` maps each batch's raw output
+    first, e.g. a detector's decoder, which turns heatmaps into one dict of boxes,
+    scores and labels per image; per-image lists (detections, detection targets)
+    are chained into one list, tensors concatenated. The model's mode is restored.
     """
     device = torch.device(device) if device is not None else model_device(model)
     amp = device.type == "cuda" if amp is None else amp
@@ -188,9 +214,16 @@ def predict(
         for x, y in loader:
             with _autocast(device, amp):
                 out = model(to_device(x, device, device.type == "cuda"))
-            outputs.append(out.float().cpu())
-            targets.append(y.cpu() if isinstance(y, torch.Tensor) else torch.as_tensor(y))
-    return torch.cat(outputs), torch.cat(targets)
+            out = _map_tensors(out, _float32)  # mixed-precision outputs back to float32
+            if postprocess is not None:
+                out = postprocess(out)
+            outputs.append(_map_tensors(out, torch.Tensor.cpu))
+            targets.append(
+                _map_tensors(
+                    torch.as_tensor(y) if isinstance(y, (int, float)) else y, torch.Tensor.cpu
+                )
+            )
+    return _gather(outputs), _gather(targets)
 
 
 # ---------------------------------------------------------------------------

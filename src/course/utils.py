@@ -1,15 +1,16 @@
-"""Small helpers every chapter uses: device, seeding, parameter counts, timing."""
+"""Small helpers every chapter uses: device, seeding, parameter counts, one timer."""
 
 from __future__ import annotations
 
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.utils.benchmark as benchmark
 from torch import nn
 
 
@@ -85,20 +86,28 @@ def synchronize(device: torch.device | str | None = None) -> None:
         torch.mps.synchronize()
 
 
-@contextmanager
-def timer(device: torch.device | str | None = None) -> Iterator[dict[str, float]]:
-    """Time a block, synchronising the device before and after.
+def _clock() -> float:
+    """The clock of :func:`time_call`: waits for queued GPU work, then reads the time."""
+    synchronize()
+    return time.perf_counter()
 
-    >>> with timer() as t:
-    ...     _ = torch.randn(64, 64) @ torch.randn(64, 64)
-    >>> t["seconds"] > 0
+
+def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Mean wall time, in seconds, of one call of ``fn()`` over ``repeats`` calls.
+
+    ``torch.utils.benchmark.Timer`` first calls ``fn`` twice, untimed (the first
+    call of a GPU kernel pays for its selection and for memory allocation),
+    then times ``repeats`` calls in one block, with a clock that synchronises
+    the GPU: CUDA calls return before the work is done, so a timer that does
+    not wait would measure only the launch. All of torch's threads are used,
+    as in the code being timed (``Timer``'s default would be one).
+
+    >>> time_call(lambda: torch.randn(64, 64) @ torch.randn(64, 64)) > 0
     True
     """
-    result = {"seconds": float("nan")}
-    synchronize(device)
-    start = time.perf_counter()
-    try:
-        yield result
-    finally:
-        synchronize(device)
-        result["seconds"] = time.perf_counter() - start
+    if repeats < 1:
+        raise ValueError(f"need repeats >= 1, got {repeats}")
+    timer = benchmark.Timer(
+        stmt="fn()", globals={"fn": fn}, timer=_clock, num_threads=torch.get_num_threads()
+    )
+    return timer.timeit(repeats).mean

@@ -36,11 +36,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from course.config import data_paths
+from course.data.scenes import BACKGROUNDS, draw_background, jitter
 
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
 SLIDES_COUNTS = {"presence": 1042, "absence": 1844}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-BACKGROUNDS = ("foliage", "sky", "bark", "flowers")
 DISTRACTORS = ("bee", "wasp", "fly", "ladybird", "stripes")
 #: Bump when the drawings change: generated folders carry it in their names, so a
 #: changed generator never serves the files of the previous one.
@@ -50,71 +50,6 @@ GENERATOR_VERSION = 1
 # ---------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------
-
-
-def _jitter(rng: np.random.Generator, rgb: Sequence[int], amount: int = 25) -> tuple[int, ...]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
-
-
-def draw_background(rng: np.random.Generator, kind: str, size: int) -> Image.Image:
-    """A textured ``size`` x ``size`` RGB background: foliage, sky, bark or flowers."""
-    image = Image.new("RGB", (size, size))
-    draw = ImageDraw.Draw(image)
-    s = size
-    if kind == "sky":
-        top, bottom = (
-            np.array(_jitter(rng, (90, 150, 230))),
-            np.array(_jitter(rng, (180, 210, 245))),
-        )
-        for row in range(s):
-            draw.line(
-                [(0, row), (s, row)], fill=tuple(int(v) for v in top + (bottom - top) * row / s)
-            )
-        for _ in range(rng.integers(1, 5)):  # clouds
-            x, y, w, h = (
-                rng.uniform(0, s),
-                rng.uniform(0, s),
-                rng.uniform(0.2, 0.5) * s,
-                rng.uniform(0.08, 0.2) * s,
-            )
-            draw.ellipse([x - w, y - h, x + w, y + h], fill=_jitter(rng, (240, 240, 245), 10))
-        return image.filter(ImageFilter.GaussianBlur(s / 40))
-    if kind == "bark":
-        draw.rectangle([0, 0, s, s], fill=_jitter(rng, (110, 80, 55), 10))
-        for _ in range(int(s / 3)):
-            x = rng.uniform(0, s)
-            points = [
-                (x + rng.normal(0, s / 60) + 4 * math.sin(y / 7), y) for y in range(0, s + 8, 8)
-            ]
-            draw.line(points, fill=_jitter(rng, (70, 50, 35)), width=int(rng.integers(1, 3)))
-        return image
-    # foliage and flowers start from leaves
-    draw.rectangle([0, 0, s, s], fill=_jitter(rng, (60, 110, 50)))
-    for _ in range(int(s * 0.8)):
-        x, y = rng.uniform(0, s, 2)
-        w, h = rng.uniform(0.03, 0.12) * s, rng.uniform(0.015, 0.05) * s
-        draw.ellipse([x - w, y - h, x + w, y + h], fill=_jitter(rng, (70, 130, 55), 40))
-    image = image.filter(ImageFilter.GaussianBlur(s / 150))
-    if kind == "flowers":
-        draw = ImageDraw.Draw(image)
-        for _ in range(rng.integers(3, 9)):
-            _draw_flower(
-                draw, rng, rng.uniform(0, s), rng.uniform(0, s), rng.uniform(0.04, 0.1) * s
-            )
-    return image
-
-
-def _draw_flower(draw: ImageDraw.ImageDraw, rng, x: float, y: float, r: float) -> None:
-    petal = _jitter(
-        rng,
-        [(240, 240, 240), (230, 120, 180), (250, 220, 60), (160, 120, 220)][rng.integers(4)],
-        15,
-    )
-    for k in range(6):
-        a = 2 * math.pi * k / 6
-        px, py = x + r * math.cos(a), y + r * math.sin(a)
-        draw.ellipse([px - r * 0.6, py - r * 0.6, px + r * 0.6, py + r * 0.6], fill=petal)
-    draw.ellipse([x - r * 0.45, y - r * 0.45, x + r * 0.45, y + r * 0.45], fill=(240, 190, 40))
 
 
 def _insect_layer(rng: np.random.Generator, kind: str, length: int) -> Image.Image:
@@ -128,7 +63,7 @@ def _insect_layer(rng: np.random.Generator, kind: str, length: int) -> Image.Ima
         d.ellipse([x - rx, y - ry, x + rx, y + ry], fill=colour)
 
     if kind == "ladybird":
-        ell(cx, h * 0.55, w * 0.3, h * 0.33, _jitter(rng, (200, 30, 30), 20) + (255,))
+        ell(cx, h * 0.55, w * 0.3, h * 0.33, jitter(rng, (200, 30, 30), 20) + (255,))
         ell(cx, h * 0.2, w * 0.14, h * 0.09, (20, 20, 20, 255))
         for _ in range(6):
             ell(
@@ -140,7 +75,7 @@ def _insect_layer(rng: np.random.Generator, kind: str, length: int) -> Image.Ima
             )
         return layer
     if kind == "stripes":  # a striped object, not an insect: yellow/black bands
-        colours = [_jitter(rng, (240, 200, 30), 15) + (255,), (20, 20, 20, 255)]
+        colours = [jitter(rng, (240, 200, 30), 15) + (255,), (20, 20, 20, 255)]
         band = h / rng.integers(6, 11)
         for i in range(int(h / band) + 1):
             d.rectangle([w * 0.2, i * band, w * 0.8, (i + 1) * band], fill=colours[i % 2])
@@ -154,12 +89,12 @@ def _insect_layer(rng: np.random.Generator, kind: str, length: int) -> Image.Ima
         "fly": ((150, 30, 30), (70, 70, 75), (80, 80, 85), (60, 60, 65), 2, (40, 40, 40)),
     }[kind]
     head, thorax, abdomen, band, n_bands, legs = (
-        _jitter(rng, palette[0], 15),
-        _jitter(rng, palette[1], 10),
-        _jitter(rng, palette[2], 15),
-        _jitter(rng, palette[3], 15),
+        jitter(rng, palette[0], 15),
+        jitter(rng, palette[1], 10),
+        jitter(rng, palette[2], 15),
+        jitter(rng, palette[3], 15),
         palette[4],
-        _jitter(rng, palette[5], 15),
+        jitter(rng, palette[5], 15),
     )
     for side in (-1, 1):  # three legs per side
         for k, y in enumerate((0.38, 0.45, 0.52)):

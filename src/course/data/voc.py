@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from course.config import data_paths, data_root
-from course.data.hornets import draw_background
+from course.data.scenes import BACKGROUNDS, draw_background
 
 VOC_CLASSES = (
     "aeroplane",
@@ -249,7 +249,7 @@ def render_voc_scene(
     """
     rng = np.random.default_rng(seed)
     if textured:
-        image = draw_background(rng, ("foliage", "sky", "bark", "flowers")[rng.integers(4)], size)
+        image = draw_background(rng, BACKGROUNDS[rng.integers(len(BACKGROUNDS))], size)
         image = image.filter(ImageFilter.GaussianBlur(size / 60))  # shapes above the texture
     else:
         image = Image.new("RGB", (size, size), (int(rng.integers(40, 110)),) * 3)

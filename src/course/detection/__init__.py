@@ -22,6 +22,7 @@ from course.detection.centernet import (
     focal_loss,
     gaussian_radius,
 )
+from course.detection.draw import draw_boxes
 from course.detection.metrics import voc_ap, voc_map
 from course.detection.yolo import YOLOv1, YOLOv1Loss, decode_yolo, encode_yolo_targets
 
@@ -36,6 +37,7 @@ __all__ = [
     "cxcywh_to_xyxy",
     "decode_centernet",
     "decode_yolo",
+    "draw_boxes",
     "draw_gaussian",
     "encode_centernet_targets",
     "encode_yolo_targets",

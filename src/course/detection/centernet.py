@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from course.models.resnet import ResNet18, detection_backbone
+from course.detection.backbone import detection_backbone
+from course.models.resnet import ResNet18
 
 STRIDE = 4
 MAX_OBJECTS = 128

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from course.detection.backbone import detection_backbone
 from course.detection.boxes import batched_nms, box_area, cxcywh_to_xyxy
-from course.models.resnet import ResNet18, detection_backbone
+from course.models.resnet import ResNet18
 
 
 class YOLOv1(nn.Module):

@@ -113,7 +113,6 @@ def init_conv_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
       of the activations constant through ReLU layers;
     - ``"small"``: N(0, 0.01^2), a badly scaled initialisation.
 
-    Used in chapters 1 and 2.
     """
     if scheme not in INITS:
         raise ValueError(f"unknown init {scheme!r}; choose one of {INITS}")
@@ -128,17 +127,3 @@ def init_conv_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return model
-
-
-def block_gradient_norms(
-    model: DeepCNN, x: torch.Tensor, y: torch.Tensor, loss_fn=nn.functional.cross_entropy
-) -> list[float]:
-    """L2 norm of the loss gradient wrt the first conv weight of every block, input to output.
-
-    One backward pass in train mode; the model's ``.grad`` fields are left
-    untouched (``torch.autograd.grad``). Used in chapter 2.
-    """
-    weights = [next(b.parameters()) for b in model.blocks]  # first conv of each block
-    loss = loss_fn(model(x), y)
-    grads = torch.autograd.grad(loss, weights)
-    return [float(g.norm()) for g in grads]

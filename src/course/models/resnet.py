@@ -12,7 +12,6 @@ Shapes for a 3x224x224 image (the slides' table):
 
 The attribute names are torchvision's, so its state_dict (ImageNet weights
 included) loads with ``strict=True`` and gives identical outputs.
-Used in chapters 2, 3, 4, 5 and 7.
 """
 
 from __future__ import annotations
@@ -111,19 +110,6 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-def detection_backbone(backbone: ResNet18 | None, stages: int = 4) -> ResNet18:
-    """ResNet18 (random if None) with the stages after ``stages`` and the classifier head
-    replaced by ``nn.Identity``, so that a detector holds only the weights it uses.
-    Used in chapter 7."""
-    if stages not in (2, 3, 4):
-        raise ValueError(f"stages must be 2, 3 or 4, got {stages}")
-    backbone = backbone if backbone is not None else ResNet18()
-    for name in ("layer3", "layer4")[stages - 2 :]:
-        setattr(backbone, name, nn.Identity())
-    backbone.avgpool, backbone.fc = nn.Identity(), nn.Identity()
-    return backbone
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -230,25 +216,3 @@ def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
             state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})
         model.load_state_dict(state, strict=True)
     return model
-
-
-def shape_table(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Output shape (without the batch dimension) of each top-level child of ``model``.
-
-    A real forward pass with forward hooks; ``("input", ...)`` comes first.
-    For ResNet18 and a 3x224x224 image this is the slides' table.
-    """
-    rows: list[tuple[str, tuple[int, ...]]] = [("input", tuple(x.shape[1:]))]
-    hooks = [
-        child.register_forward_hook(
-            lambda _m, _i, out, name=name: rows.append((name, tuple(out.shape[1:])))
-        )
-        for name, child in model.named_children()
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return rows
