@@ -183,3 +183,33 @@ def test_attacks_refuse_images_outside_the_pixel_range_and_negative_budgets():
         fgsm(model, x, y, -8 / 255)
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         pgd(model, x, y, 8 / 255, -1 / 255, 3)
+
+
+def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkeypatch, web):
+    """Switching from the synthetic fallback to ImageNet weights (or to other photos)
+    trains a new classifier instead of serving the old one."""
+    import torchvision
+
+    from course.adversarial import cached_hornet_classifier
+    from course.data.hornets import make_synthetic_hornets
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
+    kwargs = dict(
+        synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, head_epochs=1, progress=False
+    )
+    _, _, offline = cached_hornet_classifier(**kwargs)
+    assert "synthetic insect task" in offline and "trained and saved" in offline
+    assert "real photos" in offline
+    _, _, again = cached_hornet_classifier(**kwargs)
+    assert "loaded from" in again
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    _, data, imagenet = cached_hornet_classifier(**kwargs)
+    assert "ImageNet-1k weights" in imagenet and "trained and saved" in imagenet
+    assert data.images.shape[-1] == 64  # photos: the larger size, with either weights
+    assert len(list((tmp_path / "cache").glob("hornet_classifier_*.pt"))) == 2

@@ -11,6 +11,7 @@ from course.data import hornets
 from course.data.hornets import (
     ImageTensorDataset,
     find_hornet_images,
+    hornet_image_size,
     load_hornet_data,
     load_hornet_images,
     make_insect_source_task,
@@ -19,16 +20,9 @@ from course.data.hornets import (
     stratified_split,
     train_augmentations,
 )
-from course.finetune import (
-    balanced_accuracy,
-    confusion_matrix,
-    freeze_backbone,
-    hornet_image_size,
-    param_groups,
-    pretrained_resnet18,
-    replace_head,
-)
+from course.finetune import balanced_accuracy, confusion_matrix, param_groups
 from course.models import resnet18
+from course.models.pretrained import freeze_backbone, pretrained_resnet18, replace_head
 
 
 @pytest.fixture(scope="module")
@@ -223,37 +217,8 @@ def test_photos_are_read_upright_with_their_exif_orientation(tmp_path):
         assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]
 
 
-def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkeypatch, web):
-    """Switching from the synthetic fallback to ImageNet weights (or to other photos)
-    trains a new classifier instead of serving the old one."""
-    import torchvision
-
-    from course.finetune import cached_hornet_classifier
-
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("COURSE_PROFILE", "smoke")
-    make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
-    kwargs = dict(
-        synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, probe_epochs=1, progress=False
-    )
-    _, _, offline = cached_hornet_classifier(**kwargs)
-    assert "synthetic insect task" in offline and "trained and saved" in offline
-    assert "real photos" in offline
-    _, _, again = cached_hornet_classifier(**kwargs)
-    assert "loaded from" in again
-    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    weights.parent.mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), weights)
-    _, data, imagenet = cached_hornet_classifier(**kwargs)
-    assert "ImageNet-1k weights" in imagenet and "trained and saved" in imagenet
-    assert data.images.shape[-1] == 64  # photos: the larger size, with either weights
-    assert len(list((tmp_path / "cache").glob("hornet_probe_*.pt"))) == 2
-
-
 def test_pretrained_stand_in_is_keyed_by_cache_and_generator_versions(tmp_path, monkeypatch):
-    import course.finetune as finetune
+    import course.models.pretrained as finetune
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)

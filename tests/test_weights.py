@@ -11,8 +11,8 @@ import torchvision
 from torchvision.models import ResNet18_Weights, Weights, WeightsEnum
 
 import course.models.resnet as resnet_module
-from course.finetune import pretrained_resnet18
 from course.models import resnet18
+from course.models.pretrained import pretrained_resnet18
 from course.models.resnet import (
     WeightsUnavailableError,
     imagenet_weights_available,

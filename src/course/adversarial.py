@@ -28,8 +28,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course.train import to_device
-from course.utils import eval_mode, model_device
+from course.config import cache_dir, data_paths
+from course.data.hornets import HornetData, hornet_image_size, load_hornet_data
+from course.models.pretrained import (
+    CACHE_VERSION,
+    freeze_backbone,
+    pretrained_resnet18,
+    replace_head,
+    with_imagenet_normalization,
+)
+from course.models.resnet import imagenet_weights_available
+from course.runstate import load_state, save_state
+from course.train import fit, to_device
+from course.utils import eval_mode, get_device, model_device
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -302,3 +313,75 @@ def train_adversarially(
             seen += len(y)
         losses.append(total / seen)
     return losses
+
+
+# ---------------------------------------------------------------------------
+# The classifier the chapter attacks
+# ---------------------------------------------------------------------------
+
+
+def cached_hornet_classifier(
+    synthetic_scale: float,
+    pretrain_samples: int,
+    pretrain_epochs: int,
+    head_epochs: int = 10,
+    max_images: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> tuple[nn.Sequential, HornetData, str]:
+    """Chapter 3's variant (a), the hornet classifier this chapter attacks, trained once
+    and cached.
+
+    A pretrained ResNet18 (``course.models.pretrained``: ImageNet weights, or the
+    synthetic stand-in offline) with a new 2-class head, backbone frozen, the
+    head trained for ``head_epochs`` with ``fit`` and the class-weighted loss;
+    image size as in chapter 3 (``hornet_image_size``). Returns
+    ``Normalize -> ResNet18`` taking [0, 1] images, in eval mode on the CPU; its
+    data; and a sentence saying where the weights and the data come from. The
+    cache file's name carries the weights' origin and a fingerprint of the data
+    (file names, labels, image size), so a classifier trained on other weights
+    or other images is never reused.
+    """
+    imagenet = imagenet_weights_available()
+    real_photos = data_paths()["hornets"].is_dir()
+    data = load_hornet_data(
+        hornet_image_size(imagenet, real_photos),
+        synthetic_scale,
+        progress=progress,
+        max_images=max_images,
+    )
+    net, weights_origin = pretrained_resnet18(
+        "imagenet" if imagenet else "synthetic",
+        hornet_image_size(False, False),
+        pretrain_samples,
+        pretrain_epochs,
+        device=device,
+        progress=progress,
+    )
+    weights_key = "imagenet" if imagenet else f"insects{pretrain_samples}x{pretrain_epochs}"
+    path = cache_dir() / (
+        f"hornet_classifier_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{head_epochs}ep.pt"
+    )
+    model = with_imagenet_normalization(freeze_backbone(replace_head(net, 2)))
+    if path.exists():
+        load_state(path, model)
+        how = f"loaded from {path}"
+    else:
+        device = torch.device(device) if device is not None else get_device()
+        optimizer = torch.optim.AdamW(net.fc.parameters(), lr=3e-3, weight_decay=1e-3)
+        fit(
+            model,
+            data.loader("train", min(64, len(data.train)), shuffle=True),
+            epochs=head_epochs,
+            optimizer=optimizer,
+            loss_fn=data.weighted_loss(device),
+            device=device,
+            progress=progress,
+        )
+        save_state(path, {"model": model.state_dict()})
+        how = f"trained and saved to {path}"
+    description = (
+        f"weights: {weights_origin}\ndata: {data.origin}\n"
+        f"frozen backbone, new head ({head_epochs} epochs) {how}"
+    )
+    return model.cpu().eval(), data, description

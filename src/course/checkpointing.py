@@ -14,7 +14,7 @@ Everything here measures rather than estimates: :func:`saved_activation_bytes`
 counts the bytes that autograd actually keeps, through saved-tensor hooks, so
 the chapter's memory curves are real on a CPU as well as on a GPU.
 
-Used in chapter 5 (and by ``benchmarks/checkpointing.py``).
+Used in chapter 5.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ This module is the only one that reads the environment variables listed in
 :data:`SETTINGS`; :func:`data_paths` is the one place that says where each
 data set, cache and weight file is looked for (book/setup.md lists the same
 paths, and a test keeps the two in step).
+
+Used in every chapter.
 """
 
 from __future__ import annotations

@@ -11,84 +11,30 @@ photos: far too few to train a deep CNN from scratch):
    with a smaller learning rate for the backbone; compare with (c) the same
    network trained from scratch.
 
-Without a network connection the ImageNet weights cannot be downloaded; then
-:func:`pretrained_resnet18` pretrains ResNet18 on a synthetic source task (see
-``course.data.hornets.make_insect_source_task``) once and caches it, so the
-comparison still runs and still teaches the same thing.
+Steps 1 and 3, and the frozen backbone of (a), are shared with chapters 4 and
+7: they are in ``course.models.pretrained`` (``pretrained_resnet18``,
+``replace_head``, ``freeze_backbone``, ``with_imagenet_normalization``). Without
+a network connection the ImageNet weights cannot be downloaded; then
+``pretrained_resnet18`` pretrains ResNet18 on a synthetic source task once and
+caches it, so the comparison still runs and still teaches the same thing.
 
-Used in chapters 3 and 4.
+This module holds what is particular to the chapter's experiment: the
+optimizer groups of (b), the linear probe of (a) and the metrics for
+imbalanced classes.
+
+Used in chapter 3.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torch.utils.data import DataLoader, TensorDataset
 
-from course.config import cache_dir, data_paths, pick
-from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
-from course.data.hornets import (
-    DISTRACTORS,
-    GENERATOR_VERSION,
-    HornetData,
-    load_hornet_data,
-    make_insect_source_task,
-)
-from course.models.resnet import (
-    ResNet18,
-    WeightsUnavailableError,
-    imagenet_weights_available,
-    imagenet_weights_path,
-    resnet18,
-)
-from course.runstate import load_state, save_state
+from course.data.hornets import HornetData
+from course.models.pretrained import freeze_backbone, with_imagenet_normalization
+from course.models.resnet import ResNet18
 from course.train import fit
 from course.utils import get_device
-
-#: Bump when the synthetic pretraining or the cached classifiers change: the cache
-#: files carry it in their names, so old files are never served again.
-CACHE_VERSION = 2
-
-
-def replace_head(model: ResNet18, num_classes: int = 2) -> ResNet18:
-    """Replace the final FC (1000 x 512 for ImageNet) by a new, randomly initialised
-    ``num_classes`` x 512 one. Returns the same model."""
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
-
-
-def _freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by torchvision's FrozenBatchNorm2d (fixed statistics)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            _freeze_batchnorm(child)
-    return module
-
-
-@torch.no_grad()
-def freeze_backbone(model: ResNet18) -> ResNet18:
-    """Make only ``model.fc`` trainable.
-
-    The backbone's weights get ``requires_grad=False`` and its BN layers
-    become ``FrozenBatchNorm2d``: otherwise, in training mode, BN would keep
-    normalising with the new data's batch statistics and updating its running
-    statistics — the "frozen" backbone would still change.
-    """
-    _freeze_batchnorm(model)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("fc."))
-    return model
 
 
 def param_groups(model: ResNet18, head_lr: float, backbone_lr: float) -> list[dict]:
@@ -101,114 +47,6 @@ def param_groups(model: ResNet18, head_lr: float, backbone_lr: float) -> list[di
     head_ids = {id(p) for p in head}
     backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     return [{"params": head, "lr": head_lr}, {"params": backbone, "lr": backbone_lr}]
-
-
-def with_imagenet_normalization(net: nn.Module) -> nn.Sequential:
-    """``nn.Sequential(Normalize(ImageNet mean, std), net)``: the model takes [0, 1] images."""
-    return nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
-
-
-def pretrain_on_synthetic(
-    image_size: int,
-    samples: int,
-    epochs: int,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> ResNet18:
-    """ResNet18 trained on the synthetic insect source task; cached on disk.
-
-    The first call trains it (``samples`` images, ``epochs`` epochs) and saves
-    it atomically under :func:`cache_dir`; later calls with the same
-    arguments load it (``weights_only=True``). The returned model has the
-    source task's 5-class head; call :func:`replace_head`.
-    """
-    path = cache_dir() / (
-        f"resnet18_insects_v{CACHE_VERSION}.{GENERATOR_VERSION}_{image_size}px_"
-        f"{samples}x{epochs}_seed{seed}.pt"
-    )
-    model = resnet18(num_classes=len(DISTRACTORS))
-    if path.exists():
-        load_state(path, model)
-        return model
-    torch.manual_seed(seed)
-    data = make_insect_source_task(samples, image_size, seed=seed)
-    loader = DataLoader(
-        data,
-        batch_size=64,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    net = with_imagenet_normalization(model)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=2e-3, total_steps=epochs * len(loader)
-    )
-    fit(
-        net,
-        loader,
-        epochs=epochs,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        device=device,
-        progress=progress,
-    )
-    save_state(
-        path, {"model": model.state_dict(), "source": "synthetic insects", "image_size": image_size}
-    )
-    return model.cpu()
-
-
-def pretrained_resnet18(
-    source: str = "auto",
-    image_size: int = 64,
-    samples: int = 3000,
-    epochs: int = 3,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> tuple[ResNet18, str]:
-    """A pretrained ResNet18 and a sentence saying where its weights come from.
-
-    ``source``: ``"imagenet"`` (torchvision's IMAGENET1K_V1, downloaded and
-    cached; raises offline), ``"synthetic"`` (:func:`pretrain_on_synthetic` at
-    ``image_size``), or ``"auto"``: ImageNet when the weights are cached or can
-    be downloaded, else synthetic. Only the absence of a network leads to the
-    fallback: a corrupt file or a failed download raises, since the user has
-    something to fix.
-    """
-    if source not in ("auto", "imagenet", "synthetic"):
-        raise ValueError(f"source must be 'auto', 'imagenet' or 'synthetic', got {source!r}")
-    if source in ("auto", "imagenet"):
-        try:
-            model = resnet18(weights="imagenet")
-            return model, f"ImageNet-1k weights (torchvision, {imagenet_weights_path()})"
-        except WeightsUnavailableError as error:
-            if source == "imagenet":
-                raise
-            reason = str(error).splitlines()[0]
-    else:
-        reason = "synthetic source requested"
-    model = pretrain_on_synthetic(image_size, samples, epochs, device=device, progress=progress)
-    return model, (
-        f"ImageNet weights unavailable ({reason}); using a ResNet18 pretrained on "
-        f"the synthetic insect task ({samples} images at {image_size} px, {epochs} epochs, "
-        f"cached in {cache_dir()})"
-    )
-
-
-def hornet_image_size(imagenet_weights: bool, real_photos: bool) -> int:
-    """The image side for chapters 3 and 4, which follows where weights and data come from.
-
-    ImageNet weights were trained at 224 px, and photographs carry detail at that
-    size: with either, 224 px on the gpu profile, 112 px on a CPU (the largest
-    size whose three trainings fit the cpu budget) and 64 px in CI. The
-    synthetic stand-ins (weights pretrained on drawn insects, drawn photos) keep
-    their small sizes: 48 px (32 in CI), where their pictures are already legible.
-    """
-    if imagenet_weights or real_photos:
-        return pick(smoke=64, cpu=112, gpu=224)
-    return pick(smoke=32, cpu=48, gpu=48)
 
 
 # ---------------------------------------------------------------------------
@@ -239,15 +77,6 @@ def balanced_accuracy(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: i
 # ---------------------------------------------------------------------------
 
 
-def class_weighted_loss(labels: torch.Tensor, device: torch.device | str) -> Callable:
-    """Cross-entropy weighted by inverse class frequency, so that the 1042 presence
-    photos count as much as the 1844 absence ones."""
-    counts = torch.bincount(torch.as_tensor(labels), minlength=2).double()
-    weight = (counts.sum() / (len(counts) * counts)).float().to(device)
-    return functools.partial(nn.functional.cross_entropy, weight=weight)
-
-
-@torch.no_grad()
 def extract_features(
     net: ResNet18, loader: DataLoader, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,8 +108,6 @@ def train_linear_probe(
     Returns the :class:`course.train.History` of the head; ``net`` (frozen
     backbone + trained head) is ready to classify images.
     """
-    from torch.utils.data import TensorDataset
-
     device = torch.device(device) if device is not None else get_device()
     freeze_backbone(net)
     train_f = TensorDataset(*extract_features(net, data.loader("train", 256), device))
@@ -294,63 +121,7 @@ def train_linear_probe(
         DataLoader(val_f, batch_size=512),
         epochs=epochs,
         optimizer=optimizer,
-        loss_fn=class_weighted_loss(data.labels[data.train], device),
+        loss_fn=data.weighted_loss(device),
         device=device,
         progress=progress,
     )
-
-
-def cached_hornet_classifier(
-    synthetic_scale: float,
-    pretrain_samples: int,
-    pretrain_epochs: int,
-    probe_epochs: int = 30,
-    max_images: int | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> tuple[nn.Sequential, HornetData, str]:
-    """Chapter 3's frozen-backbone hornet classifier, trained once and cached.
-
-    Returns ``Normalize -> ResNet18 (pretrained backbone, linear-probe head)``,
-    taking [0, 1] images, in eval mode; its data; and a sentence saying where
-    the weights and the data come from. The weights and the image size follow
-    chapter 3's rules (:func:`pretrained_resnet18`, :func:`hornet_image_size`).
-    The cache file's name carries the weights' origin and a fingerprint of the
-    data (file names, labels, image size), so a classifier trained on other
-    weights or other images is never reused. Used by chapter 4 to attack the
-    classifier of chapter 3 without running chapter 3's notebook.
-    """
-    imagenet = imagenet_weights_available()
-    real_photos = data_paths()["hornets"].is_dir()
-    data = load_hornet_data(
-        hornet_image_size(imagenet, real_photos),
-        synthetic_scale,
-        progress=progress,
-        max_images=max_images,
-    )
-    net, weights_origin = pretrained_resnet18(
-        "imagenet" if imagenet else "synthetic",
-        hornet_image_size(False, False),
-        pretrain_samples,
-        pretrain_epochs,
-        device=device,
-        progress=progress,
-    )
-    weights_key = "imagenet" if imagenet else f"insects{pretrain_samples}x{pretrain_epochs}"
-    path = cache_dir() / (
-        f"hornet_probe_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{probe_epochs}ep.pt"
-    )
-    replace_head(net, 2)
-    if path.exists():
-        freeze_backbone(net)
-        load_state(path, net)
-        how = f"loaded from {path}"
-    else:
-        train_linear_probe(net, data, probe_epochs, device=device, progress=progress)
-        save_state(path, {"model": net.state_dict()})
-        how = f"trained and saved to {path}"
-    description = (
-        f"weights: {weights_origin}\ndata: {data.origin}\n"
-        f"linear-probe head ({probe_epochs} epochs) {how}"
-    )
-    return with_imagenet_normalization(net).cpu().eval(), data, description

@@ -2,7 +2,8 @@
 
 Every function draws into new or given axes and returns the figure, so a
 notebook can ``fig.savefig(...)`` and a test can inspect what was drawn.
-Used in every chapter.
+
+Used in chapters 0, 1, 2 and 3.
 """
 
 from __future__ import annotations
@@ -93,8 +94,6 @@ def show_images(
 def moving_average(values: Sequence[float], k: int = 10, clip: float = 5.0) -> np.ndarray:
     """Moving average over ``k`` steps of a loss curve, values above ``clip`` clipped first,
     so that a diverged run (inf) shows as a flat line at the top of the plot.
-
-    Used in chapters 1 and 2.
     """
     values = np.minimum(np.asarray(values, dtype=float), clip)
     return np.convolve(values, np.ones(k) / k, mode="valid")

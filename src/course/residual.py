@@ -10,6 +10,8 @@ every layer. :func:`block_gradient_norms` measures that gradient, block by
 block, in the deep plain and residual networks of ``course.models.DeepCNN``;
 :func:`shape_table` runs ResNet18 (``course.models.resnet18``) on an image
 and lists the shape after each stage: the slides' table.
+
+Used in chapter 2.
 """
 
 from __future__ import annotations

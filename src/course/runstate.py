@@ -12,7 +12,7 @@ memory technique of chapter 5: ``course.checkpointing``.)
 - :func:`load_state` unpickles tensors and plain data only (``weights_only=True``)
   and names the keys that differ when a file comes from another model.
 
-Used in chapters 0, 3, 4 and 6, and by ``fit`` in every chapter.
+Used in chapters 0 and 6.
 """
 
 from __future__ import annotations

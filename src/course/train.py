@@ -413,8 +413,6 @@ def train_steps(
     The short, step-level loop that learning-rate experiments need: a run
     that diverges stops early and its remaining losses are ``inf``, so curves
     of different runs keep the same length. Plain float32 (no AMP).
-
-    Used in chapters 1 and 6.
     """
     device = torch.device(device) if device is not None else model_device(model)
     model.to(device).train()

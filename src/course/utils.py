@@ -1,4 +1,7 @@
-"""Small helpers every chapter uses: device, seeding, parameter counts, one timer."""
+"""Small helpers every chapter uses: device, seeding, parameter counts, one timer.
+
+Used in every chapter.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,7 @@ from torch import nn
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """The device to compute on: ``prefer`` if given, else CUDA, else Apple MPS, else CPU.
-
-    Used in every chapter.
-    """
+    """The device to compute on: ``prefer`` if given, else CUDA, else Apple MPS, else CPU."""
     if prefer is not None:
         return torch.device(prefer)
     if torch.cuda.is_available():

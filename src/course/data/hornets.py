@@ -21,11 +21,12 @@ Used in chapters 3 and 4.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from course.config import data_paths
+from course.config import data_paths, pick
 from course.data.scenes import BACKGROUNDS, draw_background, jitter
 
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
@@ -446,6 +447,13 @@ class HornetData:
             generator=torch.Generator().manual_seed(seed),
         )
 
+    def weighted_loss(self, device: torch.device | str) -> Callable:
+        """Cross-entropy weighted by the inverse class frequency of the training split, so
+        that the 1042 presence photos count as much as the 1844 absence ones."""
+        counts = torch.bincount(self.labels[self.train], minlength=len(CLASSES)).double()
+        weight = (counts.sum() / (len(counts) * counts)).float().to(device)
+        return functools.partial(torch.nn.functional.cross_entropy, weight=weight)
+
     def fingerprint(self) -> str:
         """A short digest of the file names, labels and image size: the key of caches
         that depend on the data (chapter 4's classifier)."""
@@ -490,3 +498,17 @@ def load_hornet_data(
     )
     train, val, test = stratified_split(labels, fractions, seed)
     return HornetData(images, labels, files, train, val, test, origin, real.is_dir())
+
+
+def hornet_image_size(imagenet_weights: bool, real_photos: bool) -> int:
+    """The image side for chapters 3 and 4, which follows where weights and data come from.
+
+    ImageNet weights were trained at 224 px, and photographs carry detail at that
+    size: with either, 224 px on the gpu profile, 112 px on a CPU (the largest
+    size whose three trainings fit the cpu budget) and 64 px in CI. The
+    synthetic stand-ins (weights pretrained on drawn insects, drawn photos) keep
+    their small sizes: 48 px (32 in CI), where their pictures are already legible.
+    """
+    if imagenet_weights or real_photos:
+        return pick(smoke=64, cpu=112, gpu=224)
+    return pick(smoke=32, cpu=48, gpu=48)

@@ -1,4 +1,7 @@
-"""The normalisation module placed at the front of every model."""
+"""The normalisation module placed at the front of every model.
+
+Used in chapter 4.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +21,6 @@ class Normalize(nn.Module):
     its device but stay out of its ``state_dict``, so
     ``nn.Sequential(Normalize(), resnet18())`` saves the same keys (prefixed
     with ``1.``) as the bare network. Defaults are ImageNet's statistics.
-
-    Used in chapters 3, 4 and 7.
     """
 
     def __init__(

@@ -2,7 +2,9 @@
 
 Small, deterministic from a seed, and hard enough that a linear model fails
 but a small CNN learns it in seconds: the shape (not its colour, size or
-place) decides the class. Used in chapters 0, 1, 2, 4, 5 and 6.
+place) decides the class.
+
+Used in chapters 0, 1, 2, 4 and 6.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ the YOLO txt format (class, cx, cy, w, h, all divided by the image size).
 
 ``box_iou`` and ``nms`` are re-implemented here to be read, and checked
 against ``torchvision.ops`` in the tests.
+
+Used in chapter 7.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ losses only at object centres. Decoding: 3 x 3 max-pool keeps the local peaks
 
 Follows the paper and its reference implementation (xingyizhou/CenterNet:
 msra_resnet.py, utils/image.py, models/losses.py, models/decode.py).
+
+Used in chapter 7.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Boxes drawn over an image with matplotlib (chapter 7)."""
+"""Boxes drawn over an image with matplotlib (chapter 7).
+
+Used in chapter 7.
+"""
 
 from __future__ import annotations
 

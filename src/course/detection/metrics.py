@@ -10,6 +10,8 @@ precision/recall curve made monotone (2010+), or the mean of the precision
 at 11 recall levels 0, 0.1, ..., 1 (VOC2007's ``use_07_metric``).
 Coordinates are continuous (torchvision's convention): the devkit's "+1"
 pixel in widths is not added.
+
+Used in chapter 7.
 """
 
 from __future__ import annotations

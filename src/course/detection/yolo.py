@@ -14,6 +14,8 @@ Loss (sum of squared errors, per image):
   + sum_resp (C - IoU)^2 + lambda_noobj * sum_not_resp C^2
   + sum_cells_with_object sum_c (p(c) - p'(c))^2
 with lambda_coord = 5 and lambda_noobj = 0.5.
+
+Used in chapter 7.
 """
 
 from __future__ import annotations

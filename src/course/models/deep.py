@@ -13,6 +13,8 @@ same family of networks:
 A plain net of depth d has d + 1 conv layers; a residual one 2d + 1. The
 resolution is halved (stride-2 conv) after a third and two thirds of the
 blocks to keep the cost low.
+
+Used in chapters 1 and 2.
 """
 
 from __future__ import annotations
