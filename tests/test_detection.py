@@ -5,9 +5,8 @@ import pytest
 import torch
 import torchvision
 
+from course.data import SHAPE_CLASSES
 from course.data.voc import (
-    SYNTHETIC_CLASSES,
-    DetectionAugmentation,
     VOCAnnotationError,
     VOCDetection,
     make_synthetic_voc,
@@ -16,6 +15,7 @@ from course.data.voc import (
 from course.detection import (
     CenterNet,
     CenterNetLoss,
+    DetectionAugmentation,
     YOLOv1,
     YOLOv1Loss,
     box_iou,
@@ -167,8 +167,8 @@ def synthetic_voc(tmp_path_factory):
 
 
 def test_synthetic_voc_is_read_by_the_real_loader(synthetic_voc):
-    train = VOCDetection(synthetic_voc, image_set="train", classes=SYNTHETIC_CLASSES)
-    val = VOCDetection(synthetic_voc, image_set="val", classes=SYNTHETIC_CLASSES)
+    train = VOCDetection(synthetic_voc, image_set="train", classes=SHAPE_CLASSES)
+    val = VOCDetection(synthetic_voc, image_set="val", classes=SHAPE_CLASSES)
     assert len(train) == 24 and len(val) == 8
     image, target = train[0]
     assert image.shape == (3, 64, 64) and 0 <= image.min() and image.max() <= 1
@@ -176,7 +176,7 @@ def test_synthetic_voc_is_read_by_the_real_loader(synthetic_voc):
     difficult = torch.cat([train.target(i)["difficult"] for i in range(len(train))])
     counts = torch.cat([train.target(i)["labels"] for i in range(len(train))])
     assert 0 < difficult.sum() < len(difficult)  # some, not all, objects are difficult
-    assert len(counts.unique()) == len(SYNTHETIC_CLASSES)
+    assert len(counts.unique()) == len(SHAPE_CLASSES)
     with pytest.raises(FileNotFoundError, match="make_synthetic_voc"):
         VOCDetection(synthetic_voc, image_set="test")
 
@@ -314,3 +314,39 @@ def test_truncated_backbones_keep_stride_4_and_only_used_weights(stages):
     assert yolo(torch.rand(1, 3, 64, 64)).shape == (1, 8, 8, 14)
     with pytest.raises(ValueError, match="stages"):
         CenterNet(4, stages=1)
+
+
+class _SameImage(torch.utils.data.Dataset):
+    """Four copies of one image: any difference between items is the augmentation's."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.image = torch.rand(3, 48, 64, generator=g)
+        self.target = {
+            "boxes": torch.tensor([[10.0, 8, 40, 30]]),
+            "labels": torch.tensor([1]),
+            "difficult": torch.tensor([False]),
+        }
+        self.augment = DetectionAugmentation(32, train=True)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.augment(self.image, self.target)[0]
+
+
+def test_augmentation_differs_between_workers_and_between_epochs():
+    """Each DataLoader worker holds a copy of the transform: its randomness must not be
+    copied with it (every worker would replay the same flips and crops), and a new
+    epoch must not replay the last one."""
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(_SameImage(), batch_size=1, num_workers=2)
+    first, second = [torch.cat(list(loader)) for _ in range(2)]
+    assert not torch.equal(first[0], first[1])  # items 0 and 1: workers 0 and 1
+    assert not torch.equal(first[0], first[2])  # the same worker, next item
+    assert not torch.equal(first, second)  # the next epoch
+    seeded = DetectionAugmentation(32, train=True, seed=3)
+    again = DetectionAugmentation(32, train=True, seed=3)
+    data = _SameImage()
+    assert torch.equal(seeded(data.image, data.target)[0], again(data.image, data.target)[0])

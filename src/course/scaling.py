@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import os
 import socket
@@ -36,6 +37,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,6 +45,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
+
+from course.data import make_shapes
+from course.runstate import save_state
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DECAYS = ("cosine", "step", "none")
@@ -104,22 +109,19 @@ def warmup_schedule(
     warmup_steps: int,
     total_steps: int,
     decay: str = "cosine",
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    start_factor: float = 0.0,
+    **options: Any,
 ) -> LambdaLR:
     """A ``LambdaLR`` following :func:`warmup_factor`; call ``.step()`` after every optimizer step.
 
-    The optimizer's lr is the peak learning rate (the linearly scaled one).
+    The optimizer's lr is the peak learning rate (the linearly scaled one);
+    ``options`` are :func:`warmup_factor`'s ``milestones``, ``gamma`` and
+    ``start_factor``. Bad arguments are refused here, not when warmup ends in
+    the middle of training.
     """
-    warmup_factor(0, warmup_steps, total_steps, decay)  # refuse bad arguments now, not
-    # when warmup ends in the middle of training
-
-    def factor(step: int) -> float:
-        return warmup_factor(
-            step, warmup_steps, total_steps, decay, milestones, gamma, start_factor
-        )
-
+    factor = functools.partial(
+        warmup_factor, warmup_steps=warmup_steps, total_steps=total_steps, decay=decay, **options
+    )
+    factor(0)
     return LambdaLR(optimizer, factor)
 
 
@@ -228,8 +230,6 @@ def ddp_example_model(seed: int = 0) -> nn.Module:
 
 def ddp_example_data(n: int, seed: int = 0) -> TensorDataset:
     """The data set of the DDP example: ``n`` 16x16 shape images (same on every process)."""
-    from course.data import make_shapes
-
     return make_shapes(n, image_size=16, colored=False, seed=seed)
 
 
@@ -291,8 +291,6 @@ def train_data_parallel(
     starts as the first gradient, so the first step is a plain SGD step and
     can be compared exactly with a single-process step.
     """
-    from course.runstate import save_state
-
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend, warning = choose_backend(cuda_devices, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))

@@ -42,10 +42,6 @@ class Normalize(nn.Module):
             )
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
-    def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        """Back from normalised values to pixels in [0, 1] (for plotting)."""
-        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
-
     def extra_repr(self) -> str:
         mean = ", ".join(f"{m:.3f}" for m in self.mean.flatten().tolist())
         std = ", ".join(f"{s:.3f}" for s in self.std.flatten().tolist())

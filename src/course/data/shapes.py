@@ -4,7 +4,7 @@ Small, deterministic from a seed, and hard enough that a linear model fails
 but a small CNN learns it in seconds: the shape (not its colour, size or
 place) decides the class.
 
-Used in chapters 0, 1, 2, 4 and 6.
+Used in chapters 0, 1, 2, 4, 6 and 7.
 """
 
 from __future__ import annotations

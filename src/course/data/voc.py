@@ -23,7 +23,6 @@ Used in chapter 7.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -32,12 +31,14 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import numpy as np
 import torch
+import torchvision
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from course.config import data_paths, data_root
 from course.data.scenes import BACKGROUNDS, draw_background
+from course.data.shapes import SHAPE_CLASSES
 
 VOC_CLASSES = (
     "aeroplane",
@@ -61,7 +62,6 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
-SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross")
 #: Bump when the synthetic scenes change: generated folders carry it in their names.
 GENERATOR_VERSION = 1
 
@@ -147,7 +147,8 @@ class VOCDetection(Dataset):
         image_set: "train", "val", "trainval" or "test".
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
-            :class:`DetectionAugmentation`; it must move the boxes with the pixels.
+            ``course.detection.DetectionAugmentation``; it must move the boxes with
+            the pixels.
         max_images: keep only the first ``max_images`` images of the split (the
             profiles' budgets: real VOC2007 has 2501 train and 2510 val images).
     """
@@ -203,8 +204,6 @@ def download_voc(
     """Download Pascal VOC with torchvision (needs internet: Colab, a laptop; 439 MB for
     VOC2007 trainval) into ``root`` (default: the data folder, so that it lands in
     ``data_paths()["voc"]``, where chapter 7 looks). Returns ``root``."""
-    import torchvision
-
     root = Path(root) if root is not None else data_root()
     torchvision.datasets.VOCDetection(str(root), year=year, image_set=image_set, download=True)
     return root
@@ -216,6 +215,9 @@ def download_voc(
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Sequence[float], colour) -> None:
+    """Draw one of :data:`SHAPE_CLASSES` filling the axis-aligned ``box`` exactly, as a
+    detection annotation requires (``course.data.shapes.render_shape`` draws rotated
+    shapes of a given radius, for classification)."""
     x1, y1, x2, y2 = box
     cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
     if kind == "circle":
@@ -235,7 +237,7 @@ def render_voc_scene(
     seed: int,
     size: int = 128,
     max_objects: int = 4,
-    classes: Sequence[str] = SYNTHETIC_CLASSES,
+    classes: Sequence[str] = SHAPE_CLASSES,
     textured: bool = True,
 ):
     """One synthetic detection image: (PIL image, boxes (N, 4), labels, difficult).
@@ -293,7 +295,7 @@ def make_synthetic_voc(
     """Write a VOC2007-layout data set of shapes under ``root/VOCdevkit/VOC2007``.
 
     Splits ``train`` and ``val`` (and ``trainval``); class names are
-    :data:`SYNTHETIC_CLASSES`. Existing files are kept. The default ``root``, under
+    :data:`SHAPE_CLASSES`. Existing files are kept. The default ``root``, under
     ``data_paths()["synthetic"]``, is named after every argument and
     :data:`GENERATOR_VERSION`, so a changed generator never serves old files.
     Returns ``root``.
@@ -320,60 +322,8 @@ def make_synthetic_voc(
         )
         image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
         tmp = xml.with_suffix(".tmp")
-        write_voc_xml(
-            tmp, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SYNTHETIC_CLASSES
-        )
+        write_voc_xml(tmp, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SHAPE_CLASSES)
         os.replace(tmp, xml)  # the xml is written last: its presence means "complete"
     for split, names in (*ids.items(), ("trainval", ids["train"] + ids["val"])):
         (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return root
-
-
-# ---------------------------------------------------------------------------
-# Detection-aware augmentation
-# ---------------------------------------------------------------------------
-
-
-class DetectionAugmentation:
-    """Horizontal flip and random scale/crop, moving the boxes with the pixels,
-    then a resize to ``size`` x ``size``.
-
-    Boxes that leave the crop are clipped; those with less than 30 % of their
-    area left are dropped. Without ``train`` it only resizes.
-    """
-
-    def __init__(
-        self, size: int, train: bool = True, min_scale: float = 0.6, seed: int | None = None
-    ) -> None:
-        self.size, self.train, self.min_scale = size, train, min_scale
-        self.rng = random.Random(seed)
-
-    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
-        _, h, w = image.shape
-        boxes, keep = target["boxes"].clone(), torch.ones(len(target["boxes"]), dtype=torch.bool)
-        if self.train:
-            if self.rng.random() < 0.5:
-                image = image.flip(-1)
-                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-            scale = self.rng.uniform(self.min_scale, 1.0)
-            cw, ch = int(w * scale), int(h * scale)
-            x0, y0 = self.rng.randint(0, w - cw), self.rng.randint(0, h - ch)
-            image = image[:, y0 : y0 + ch, x0 : x0 + cw]
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            boxes -= torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cw)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ch)
-            kept_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            keep = kept_area >= 0.3 * area
-            h, w = ch, cw
-        image = torch.nn.functional.interpolate(
-            image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
-        )[0]
-        boxes = boxes * torch.tensor([self.size / w, self.size / h] * 2, dtype=boxes.dtype)
-        target = {
-            **target,
-            "boxes": boxes[keep],
-            "labels": target["labels"][keep],
-            "difficult": target["difficult"][keep],
-        }
-        return image.clamp(0, 1), target

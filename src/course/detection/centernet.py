@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.detection.backbone import detection_backbone
 from course.models.resnet import ResNet18
 
@@ -63,8 +64,6 @@ class CenterNet(nn.Module):
         super().__init__()
         self.stages = stages
         deconv_channels = tuple(deconv_channels)[len(deconv_channels) - (stages - 1) :]
-        from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
-
         self.num_classes = num_classes
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.backbone = detection_backbone(backbone, stages)

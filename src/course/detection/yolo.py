@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.detection.backbone import detection_backbone
 from course.detection.boxes import batched_nms, box_area, cxcywh_to_xyxy
 from course.models.resnet import ResNet18
@@ -49,8 +50,6 @@ class YOLOv1(nn.Module):
         stages: int = 4,
     ) -> None:
         super().__init__()
-        from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
-
         self.num_classes, self.grid, self.boxes_per_cell = num_classes, grid, boxes_per_cell
         self.stages = stages
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -86,7 +85,7 @@ def encode_yolo_targets(
     object is kept (YOLO v1's known limit on crowded scenes)."""
     height, width = image_size
     target = torch.zeros(grid, grid, 5 + num_classes)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    areas = box_area(boxes)
     for i in areas.argsort().tolist():  # small first, so a larger object overwrites
         x1, y1, x2, y2 = boxes[i].tolist()
         cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
