@@ -34,6 +34,8 @@ def test_toc_entries_exist():
 def test_book_builds_with_warnings_as_errors(tmp_path):
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
+    extensions = config["sphinx"]["local_extensions"]  # relative to the book, not the copy
+    config["sphinx"]["local_extensions"] = {k: str(ROOT / v) for k, v in extensions.items()}
     config_path = tmp_path / "_config.yml"
     config_path.write_text(yaml.safe_dump(config))
     jb = Path(sys.executable).parent / "jupyter-book"
@@ -64,3 +66,5 @@ def test_book_builds_with_warnings_as_errors(tmp_path):
     chapter0 = (html / "notebooks" / "00_pytorch_basics.html").read_text()
     assert "colab.research.google.com" in chapter0  # launch button
     assert "Paszke" in (html / "book" / "bibliography.html").read_text()
+    api = (html / "book" / "api" / "finetune.html").read_text()  # generated from docstrings
+    assert "balanced_accuracy" in api and 'href="../../notebooks/03_finetuning_hornets.html"' in api

@@ -1,20 +1,17 @@
 """Normalisation layers written from their formulas (chapter 1).
 
-Each layer computes, over some axes of its input,
+Each layer computes, over some axes of its input::
 
     y = (x - mean) / sqrt(var + eps) * gamma + beta
 
 with the *biased* variance (divide by n). They differ only in the axes
-(for an input of shape (N, C, H, W)):
+(for an input of shape (N, C, H, W))::
 
-=============  ==============================  ==========================
-layer          statistics over                 one (mean, var) per
-=============  ==============================  ==========================
-BatchNorm2d    N, H, W                          channel
-LayerNorm      the last dims (e.g. C, H, W)     sample
-InstanceNorm   H, W                             sample and channel
-GroupNorm      H, W and C/G channels of a group sample and group
-=============  ==============================  ==========================
+    layer          statistics over                   one (mean, var) per
+    BatchNorm2d    N, H, W                           channel
+    LayerNorm      the last dims (e.g. C, H, W)      sample
+    InstanceNorm   H, W                              sample and channel
+    GroupNorm      H, W and C/G channels of a group  sample and group
 
 They are drop-in replacements for the ``torch.nn`` classes: same constructor
 arguments, same ``state_dict`` keys, same outputs, running statistics and
@@ -336,8 +333,8 @@ def loss_along_gradient(
 
     From the current parameters theta with gradient g, moves a distance t
     along the unit gradient direction and evaluates, for each t in
-    ``distances``, the loss L(theta - t g/|g|) and the gradient change
-    |grad L(theta - t g/|g|) - g|. Equal distances make networks with
+    ``distances``, the loss ``L(theta - t g/|g|)`` and the gradient change
+    ``|grad L(theta - t g/|g|) - g|``. Equal distances make networks with
     gradients of different sizes comparable. Santurkar et al. (2018) use such
     measurements to show that BN makes the landscape smoother.
 

@@ -9,10 +9,13 @@ one. The cell containing an object's centre is responsible for it, and among
 its B boxes the one with the highest IoU with the object (the "responsible"
 box) learns its coordinates and a confidence equal to that IoU.
 
-Loss (sum of squared errors, per image):
-    lambda_coord * sum_resp [(x - x')^2 + (y - y')^2 + (sqrt w - sqrt w')^2 + (sqrt h - sqrt h')^2]
-  + sum_resp (C - IoU)^2 + lambda_noobj * sum_not_resp C^2
-  + sum_cells_with_object sum_c (p(c) - p'(c))^2
+Loss (sum of squared errors, per image)::
+
+      lambda_coord * sum_resp [(x - x')^2 + (y - y')^2
+                               + (sqrt w - sqrt w')^2 + (sqrt h - sqrt h')^2]
+    + sum_resp (C - IoU)^2 + lambda_noobj * sum_not_resp C^2
+    + sum_cells_with_object sum_c (p(c) - p'(c))^2
+
 with lambda_coord = 5 and lambda_noobj = 0.5.
 
 Used in chapter 7.

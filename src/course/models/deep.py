@@ -2,7 +2,7 @@
 
 The experiments of chapters 1 (BN at large learning rates), 2 (vanishing
 gradients in plain vs residual nets) and 5 (memory of deep chains) train the
-same family of networks:
+same family of networks::
 
     stem: 3x3 conv (3 -> width)
     depth x block, each either

@@ -1,6 +1,6 @@
 """ResNet18 as the slides draw it, from ResBlock A and ResBlock B (chapter 2).
 
-Shapes for a 3x224x224 image (the slides' table):
+Shapes for a 3x224x224 image (the slides' table)::
 
     stem   7x7 conv/2 (no bias) -> BN -> ReLU      64 x 112 x 112
            3x3 max-pool/2                          64 x  56 x  56
