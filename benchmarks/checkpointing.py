@@ -36,7 +36,10 @@ from course.models import resnet18
 from course.utils import get_device
 
 
-def sweep(name: str, layers: list, x: torch.Tensor, counts: list[int], repeats: int) -> None:
+def sweep(
+    name: str, layers: list, x: torch.Tensor, counts: list[int], repeats: int
+) -> dict[int, dict[str, float]]:
+    """Prints one row per segment count and returns them: {segments: {column: value}}."""
     on_cuda = x.device.type == "cuda"
     print(
         f"\n{name}: {len(layers)} layers, input {tuple(x.shape)}, device {x.device}"
@@ -45,7 +48,7 @@ def sweep(name: str, layers: list, x: torch.Tensor, counts: list[int], repeats: 
     header = f"{'segments':>8} {'after fwd MB':>13} {'peak act MB':>12}"
     header += f" {'cuda peak MB':>13}" if on_cuda else ""
     print(header + f" {'step ms':>9} {'overhead':>9}")
-    base = None
+    base, rows = None, {}
     for k in counts:
         model = CheckpointedSequential(layers, k)
         after = saved_activation_bytes(model, x) / 2**20
@@ -56,9 +59,11 @@ def sweep(name: str, layers: list, x: torch.Tensor, counts: list[int], repeats: 
         ms = 1000 * step_seconds(model, x, repeats)
         base = base or ms
         print(row + f" {ms:>9.1f} {100 * (ms / base - 1):>8.0f}%")
+        rows[k] = {"after_mb": after, "peak_mb": peak, "ms": ms}
+    return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[int, dict[str, float]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: best available)")
     parser.add_argument("--depth", type=int, default=64, help="layers of the deep chain")
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     n = args.depth
     chain = deep_chain(n, args.width).to(device)
     counts = sorted({1, 2, best_segments(n), n // 4, n // 2, n} - {0})
-    sweep(
+    chain_rows = sweep(
         "deep chain",
         list(chain),
         torch.randn(batch, args.width, device=device),
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model = resnet18(num_classes=1000).to(device)
     x = torch.rand(max(2, batch // 4), 3, args.image_size, args.image_size, device=device)
-    sweep("resnet18", resnet18_layers(model), x, [1, 2, 3, 4, 5, 10], args.repeats)
+    resnet_rows = sweep("resnet18", resnet18_layers(model), x, [1, 2, 3, 4, 5, 10], args.repeats)
+    return {"deep chain": chain_rows, "resnet18": resnet_rows}
 
 
 if __name__ == "__main__":

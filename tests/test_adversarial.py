@@ -154,20 +154,28 @@ def test_trained_patch_pushes_towards_its_target(trained_cnn):
     assert hit > base + 0.2
 
 
-def test_adversarial_training_runs_and_lowers_its_loss():
+def test_adversarial_training_trains_on_attacked_images_and_lowers_its_loss():
+    """Every training step sees the FGSM images of the current model, within eps of the
+    clean ones and not equal to them; the loss on them falls."""
     torch.manual_seed(0)
     data = make_shapes(256, image_size=16, seed=0, colored=False)
     model = SmallCNN(channels=(16, 32))
+    seen = []
+
+    def record(module, inputs):
+        if module.training:  # the training step, not the attack (which runs in eval mode)
+            seen.append(inputs[0].detach().clone())
+
+    model.register_forward_pre_hook(record)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = train_adversarially(
-        model,
-        DataLoader(data, batch_size=64, shuffle=True),
-        optimizer,
-        epochs=4,
-        eps=4 / 255,
-        progress=False,
-    )
+    loader = DataLoader(data, batch_size=64, shuffle=False)
+    losses = train_adversarially(model, loader, optimizer, epochs=4, eps=4 / 255, progress=False)
     assert len(losses) == 4 and losses[-1] < losses[0]
+    assert len(seen) == 4 * 4
+    x_clean = torch.cat([x for x, _ in loader])
+    for batch, x_adv in enumerate(seen[:4]):  # first epoch: batches in loader order
+        delta = x_adv - x_clean[64 * batch : 64 * (batch + 1)]
+        assert delta.abs().max() <= 4 / 255 + 1e-6 and delta.abs().max() > 2 / 255
 
 
 def test_attacks_refuse_images_outside_the_pixel_range_and_negative_budgets():

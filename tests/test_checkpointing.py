@@ -160,11 +160,16 @@ def test_benchmark_runs_at_small_size(capsys):
 
     from tests.conftest import ROOT
 
-    runpy.run_path(str(ROOT / "benchmarks" / "checkpointing.py"), run_name="not_main")["main"](
-        ["--depth", "8", "--width", "16", "--batch", "2", "--image-size", "32", "--repeats", "1"]
+    results = runpy.run_path(str(ROOT / "benchmarks" / "checkpointing.py"), run_name="x")["main"](
+        ["--depth", "16", "--width", "64", "--batch", "4", "--image-size", "32", "--repeats", "1"]
     )
-    out = capsys.readouterr().out
-    assert "deep chain" in out and "resnet18" in out and "overhead" in out
+    kept = {k: row["peak_mb"] for k, row in results["deep chain"].items()}
+    assert sorted(kept) == [1, 2, 4, 8, 16]  # 1, 2, sqrt(16), 16/4, 16/2, 16
+    # the k + n/k law the chapter teaches: smallest at sqrt(n) = 4, symmetric in k <-> n/k
+    assert min(kept, key=kept.get) == 4 and kept[2] == kept[8] and kept[1] == kept[16]
+    resnet = results["resnet18"]
+    assert resnet[10]["peak_mb"] < resnet[3]["peak_mb"] < resnet[1]["peak_mb"]
+    assert "overhead" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checkpoints", [None, (2, 4), (3,), (1, 2, 3, 4, 5)])

@@ -18,6 +18,7 @@ from course.detection import (
     DetectionAugmentation,
     YOLOv1,
     YOLOv1Loss,
+    batched_nms,
     box_iou,
     decode_centernet,
     decode_yolo,
@@ -290,12 +291,35 @@ def test_yolo_loss_is_zero_for_the_perfect_output_and_trains():
     target = encode_yolo_targets(boxes, labels, 4, grid=4, image_size=(64, 64))
     perfect = yolo_output_from_targets(target, 2)[None]
     loss_fn = YOLOv1Loss(4, grid=4, image_size=(64, 64))
-    assert loss_fn(perfect, [{"boxes": boxes, "labels": labels}]) < 1e-6
+    targets = [{"boxes": boxes, "labels": labels}]
+    assert loss_fn(perfect, targets) < 1e-6
     torch.manual_seed(0)
-    model = YOLOv1(4, grid=4)
-    out = model(torch.rand(2, 3, 64, 64))
-    assert out.shape == (2, 4, 4, 14)
-    torch.testing.assert_close(out[..., 10:].sum(-1), torch.ones(2, 4, 4))
+    model = YOLOv1(4, grid=4, stages=2)
+    image = torch.rand(1, 3, 64, 64)
+    out = model(image)
+    assert out.shape == (1, 4, 4, 14)
+    torch.testing.assert_close(out[..., 10:].sum(-1), torch.ones(1, 4, 4))
+    # the loss's gradient trains the network: 30 steps on one image divide it by 5
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = float(loss_fn(model(image), targets))
+    for _ in range(30):
+        loss = loss_fn(model(image), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss_fn(model.eval()(image), targets)) < first / 5
+
+
+def test_batched_nms_equals_torchvision():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=g) * 50 + 1], 1)
+    scores = torch.rand(200, generator=g)
+    labels = torch.randint(0, 5, (200,), generator=g)
+    for threshold in (0.3, 0.5, 0.7):
+        ours = batched_nms(boxes, scores, labels, threshold)
+        assert torch.equal(ours, torchvision.ops.batched_nms(boxes, scores, labels, threshold))
+    assert len(batched_nms(boxes[:0], scores[:0], labels[:0], 0.5)) == 0
 
 
 @pytest.mark.parametrize("stages", [2, 3, 4])

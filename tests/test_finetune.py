@@ -230,3 +230,38 @@ def test_pretrained_stand_in_is_keyed_by_cache_and_generator_versions(tmp_path, 
     monkeypatch.setattr(finetune, "CACHE_VERSION", finetune.CACHE_VERSION + 1)
     finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)
     assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
+def test_hornet_loader_finds_what_torchvision_imagefolder_finds(tmp_path):
+    """Same files, same labels, same order as torchvision's ImageFolder, on camera files
+    (upper-case .JPG, PNG exports, a truncated file that only reading will reject)."""
+    import torchvision
+
+    from tests.real_formats import stage_hornet_photos
+
+    stage_hornet_photos(tmp_path, presence=6, absence=8)
+    paths, labels = find_hornet_images(tmp_path)
+    reference = torchvision.datasets.ImageFolder(str(tmp_path))
+    assert reference.classes == list(hornets.CLASSES)
+    assert [(str(p), c) for p, c in zip(paths, labels, strict=True)] == reference.samples
+
+
+def test_linear_probe_trains_the_head_only():
+    from course.data.hornets import HornetData
+    from course.finetune import train_linear_probe
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(40) % 2
+    images[labels == 1, 0] = 255  # the "hornet" is a red channel: linearly separable features
+    train, val, test = stratified_split(labels, (0.6, 0.2, 0.2))
+    data = HornetData(images, labels, [], train, val, test, "test", real=False)
+    net = replace_head(resnet18(num_classes=5), 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    history = train_linear_probe(net, data, epochs=20, lr=1e-2, device="cpu", progress=False)
+    changed = {
+        k for k, v in net.state_dict().items() if k in before and not torch.equal(v, before[k])
+    }
+    assert changed == {"fc.weight", "fc.bias"}
+    assert history.epochs == 20 and history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.val_acc[-1] == 1.0
