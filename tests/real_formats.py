@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from course.data.hornets import render_hornet_scene
 from course.data.voc import VOC_CLASSES
+from course.models.pretrained import pretrain_on_synthetic
 
 CAMERA_SIZES = ((640, 480), (480, 640), (1024, 768))
 
@@ -144,8 +145,6 @@ def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int 
 def stage_imagenet_weights(torch_home: Path, samples: int = 500, epochs: int = 2) -> Path:
     """A torchvision-keyed ResNet18 state dict (1000-class head) where torchvision caches
     IMAGENET1K_V1, pretrained by the package on its synthetic insect task."""
-    from course.models.pretrained import pretrain_on_synthetic
-
     model = pretrain_on_synthetic(32, samples, epochs, device="cpu", progress=False)
     state = model.state_dict()
     generator = torch.Generator().manual_seed(0)

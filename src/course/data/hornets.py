@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from course.config import data_paths, pick
@@ -367,8 +368,6 @@ def train_augmentations(randaugment: bool = False):
     random erasing; ``randaugment=True`` replaces the hand-picked geometric
     and colour ones by RandAugment (which works on uint8 images).
     """
-    from torchvision.transforms import v2
-
     erase = v2.RandomErasing(p=0.25, scale=(0.02, 0.1))
     if randaugment:
         return v2.Compose(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import ResNet18_Weights
 
 from course.config import weights_dir
 from course.runstate import check_state_dict_compatible
@@ -119,8 +120,6 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def _imagenet_weights():
-    from torchvision.models import ResNet18_Weights
-
     return ResNet18_Weights.IMAGENET1K_V1
 
 
