@@ -35,6 +35,7 @@ def test_notebook_installs_course_only_when_missing_and_never_torch(path):
     code = [c for c in _cells(path) if c["cell_type"] == "code"]
     install = "".join(code[0]["source"])
     assert 'find_spec("course") is None' in install
+    assert "remove-cell" in code[0]["metadata"].get("tags", []), "hide the install cell in the site"
     code_lines = [line for line in install.splitlines() if not line.lstrip().startswith("#")]
     assert not re.search(r"\btorch(vision)?\b", "\n".join(code_lines)), (
         "the install cell must not (re)install torch"
