@@ -338,3 +338,70 @@ def test_predict_gathers_per_image_outputs_of_a_detector():
     assert len(detections) == len(truths) == 5 and truths[4]["boxes"].shape == (4, 4)
     scores = torch.cat([d["scores"] for d in detections])
     torch.testing.assert_close(scores, images.mean(dim=(1, 2, 3)))
+
+
+def _torchrun(*args) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "tests" / "ddp_fit.py"),
+        *map(str, args),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+_needs_loopback = pytest.mark.skipif(
+    not __import__("course.scaling").scaling.loopback_available(),
+    reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox",
+)
+
+
+@_needs_loopback
+def test_fit_under_torchrun_equals_one_process_with_the_global_batch(tmp_path):
+    """2 processes x 8 samples, DDP: the weights of one process training on the union of
+    the shards (DistributedSampler's permutation, 16 per step), epoch after epoch."""
+    from tests import ddp_fit
+
+    _torchrun(tmp_path / "ddp.pt", 2)
+    ddp = load_state(tmp_path / "ddp.pt")
+    net, (x, y) = ddp_fit.model(), ddp_fit.data().tensors
+    optimizer = torch.optim.SGD(net.parameters(), lr=ddp_fit.LR)
+    global_batch = 2 * ddp_fit.BATCH_PER_PROCESS
+    for epoch in range(2):  # DistributedSampler: one permutation per epoch, seed 0 + epoch
+        order = torch.randperm(ddp_fit.SAMPLES, generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, ddp_fit.SAMPLES, global_batch):
+            batch = order[i : i + global_batch]
+            loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(ddp["model"][k], v, rtol=1e-5, atol=1e-6)
+    assert len(ddp["history"]["train_loss"]) == 2
+
+
+@_needs_loopback
+def test_interrupted_torchrun_fit_resumes_to_the_same_weights(tmp_path):
+    checkpoint = tmp_path / "run.pt"
+    _torchrun(tmp_path / "first.pt", 1, checkpoint)  # stopped after one epoch
+    _torchrun(tmp_path / "resumed.pt", 3, checkpoint)  # run again: resumes at epoch 2
+    _torchrun(tmp_path / "straight.pt", 3)
+    resumed, straight = load_state(tmp_path / "resumed.pt"), load_state(tmp_path / "straight.pt")
+    for k, v in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0)
+    assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]

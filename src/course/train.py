@@ -11,6 +11,8 @@ What a GPU user expects, in one readable file:
 - gradient accumulation (``grad_accum_steps``) to reach big batches on one GPU;
 - the scheduler stepped once per optimizer step;
 - tqdm progress bars;
+- data parallelism under ``torchrun``: the same call trains on every process
+  (DistributedDataParallel, each process reading its share of every batch);
 - the run's state written atomically after every epoch and resumed automatically
   (``course.runstate``), so an interrupted run loses at most one epoch and
   finishes with the same weights as an uninterrupted one.
@@ -30,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from course.runstate import capture_rng_state, load_state, restore_rng_state, save_state
@@ -227,6 +232,64 @@ def predict(
 
 
 # ---------------------------------------------------------------------------
+# Data parallelism (under torchrun)
+# ---------------------------------------------------------------------------
+
+
+def distributed() -> bool:
+    """True in a process that ``torchrun`` started and that joined its process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def _distributed_device() -> torch.device:
+    """One GPU per process (``LOCAL_RANK``), or the CPU when there are fewer GPUs."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available() and torch.cuda.device_count() > local_rank:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def shard(loader: DataLoader, seed: int = 0) -> DataLoader:
+    """``loader`` reading only this process's share of the data (``DistributedSampler``).
+
+    Each process gets every ``world_size``-th sample of one permutation common to all
+    (shuffled when ``loader`` shuffles; a new permutation each epoch once
+    ``set_epoch`` is called), so the processes' batches together make one batch of
+    ``world_size`` x ``batch_size`` samples.
+    """
+    if not isinstance(loader, DataLoader):
+        raise TypeError("under torchrun, fit needs a torch DataLoader to shard")
+    sampler = DistributedSampler(
+        loader.dataset,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+        drop_last=loader.drop_last,
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers,
+    )
+
+
+def _global_sums(*values: Any) -> list[float]:
+    """Sum each value over the processes (identity when not distributed)."""
+    totals = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    if distributed():
+        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        totals = totals.to(backend_device)
+        dist.all_reduce(totals)
+    return totals.cpu().tolist()
+
+
+# ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
 
@@ -266,13 +329,26 @@ def fit(
         checkpoint_path: written atomically after every epoch; when the file
             already exists, training resumes from it.
         progress: show tqdm bars.
+
+    Under ``torchrun`` (a process group initialised, :func:`distributed`), every
+    process calls ``fit`` alike: the model is wrapped in DistributedDataParallel
+    (gradients averaged over the processes during backward), the training loader
+    is sharded (:func:`shard`, a new shuffle each epoch), the training metrics are
+    averaged over all the samples of all the processes, validation runs on every
+    process on the whole ``val_loader``, rank 0 alone writes the checkpoint and
+    every process resumes from it. The device is then the process's GPU
+    (``LOCAL_RANK``), or the CPU.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-    device = torch.device(device) if device is not None else get_device()
+    parallel = distributed()
+    if device is None:
+        device = _distributed_device() if parallel else get_device()
+    device = torch.device(device)
     on_cuda = device.type == "cuda"
+    progress = progress and (not parallel or dist.get_rank() == 0)
     amp = on_cuda if amp is None else amp
     model.to(device)
     if on_cuda:
@@ -293,11 +369,18 @@ def fit(
         if progress:
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
 
+    net = model
+    if parallel:
+        train_loader = shard(train_loader)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress)
     for epoch in epoch_bar:
         start = time.perf_counter()
+        if parallel:
+            train_loader.sampler.set_epoch(epoch)  # the same new shuffle on every process
         train_loss, train_acc = _train_one_epoch(
-            model,
+            net,
             train_loader,
             optimizer,
             scheduler,
@@ -324,7 +407,7 @@ def fit(
             loss=f"{train_loss:.3f}",
             **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val_loader is not None else {}),
         )
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and (not parallel or dist.get_rank() == 0):
             save_state(
                 checkpoint_path,
                 {
@@ -337,6 +420,8 @@ def fit(
                     "rng": capture_rng_state(train_loader),
                 },
             )
+        if checkpoint_path is not None and parallel:
+            dist.barrier()  # no process goes on before the checkpoint is complete
     return history
 
 
@@ -394,8 +479,9 @@ def _train_one_epoch(
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     if total_seen == 0:
         raise ValueError("the training loader is empty")
-    accuracy = float(total_correct) / total_seen if accuracy_known else math.nan
-    return float(total_loss) / total_seen, accuracy
+    total_loss, total_correct, total_seen = _global_sums(total_loss, total_correct, total_seen)
+    accuracy = total_correct / total_seen if accuracy_known else math.nan
+    return total_loss / total_seen, accuracy
 
 
 def train_steps(

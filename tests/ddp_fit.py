@@ -1,0 +1,54 @@
+"""One process of a data-parallel ``fit``, for the tests (``torchrun`` starts two).
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_fit.py \\
+        OUT EPOCHS [CHECKPOINT]
+
+Trains a BN-free model on a fixed data set with ``course.train.fit``: 8 samples
+per process and batch, plain SGD. Rank 0 saves the weights and the history to OUT.
+"""
+
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course.runstate import save_state
+from course.train import fit
+
+SAMPLES, BATCH_PER_PROCESS, LR = 64, 8, 0.2
+
+
+def data() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, 10, generator=g)
+    return TensorDataset(x, (x[:, 0] + x[:, 1] > 0).long())
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
+
+
+def main(out: str, epochs: int, checkpoint: str | None) -> None:
+    dist.init_process_group("gloo")
+    net = model()
+    loader = DataLoader(data(), batch_size=BATCH_PER_PROCESS, shuffle=True)
+    history = fit(
+        net,
+        loader,
+        epochs=epochs,
+        optimizer=torch.optim.SGD(net.parameters(), lr=LR),
+        device="cpu",
+        checkpoint_path=checkpoint,
+        progress=False,
+    )
+    if dist.get_rank() == 0:
+        save_state(out, {"model": net.state_dict(), "history": history.to_dict()})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
