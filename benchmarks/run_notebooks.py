@@ -1,6 +1,13 @@
 """Execute the chapters' code cells without Jupyter and time each notebook.
 
     COURSE_PROFILE=gpu python benchmarks/run_notebooks.py notebooks/*.ipynb
+    COURSE_PROFILE=gpu python benchmarks/run_notebooks.py --cpus 2 --t4 notebooks/*.ipynb
+
+``--cpus N`` pins each notebook (and its DataLoader workers, which inherit it) to
+N cores with ``os.sched_setaffinity``, as on a Colab T4 runtime with 2 vCPUs;
+``--t4`` sets ``COURSE_AMP_DTYPE=float16`` (fp16 with a gradient scaler, a T4's
+numerics) on any GPU. Each notebook's line also gives the share of its
+training time (``course.train.fit``) spent waiting for the data loader.
 
 For machines that have PyTorch but no Jupyter kernel (a bare GPU box): each
 notebook's code cells run in order in a fresh namespace (in a subprocess),
@@ -13,7 +20,9 @@ notebook with its wall time; exit status 1 if any failed.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +53,16 @@ def _widgets_stand_in() -> None:
 
 def execute(path: Path) -> None:
     """Run one notebook's code cells in this process (called in a subprocess)."""
+    import course.train
+
+    histories = []
+    fit = course.train.fit
+
+    def recording_fit(*args, **kwargs):
+        histories.append(fit(*args, **kwargs))
+        return histories[-1]
+
+    course.train.fit = recording_fit  # before any module or cell imports it
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,14 +79,38 @@ def execute(path: Path) -> None:
         start = time.perf_counter()
         exec(compile(source, f"{path.name}[cell {i}]", "exec"), namespace)
         print(f"    cell {i}: {time.perf_counter() - start:.1f} s", flush=True)
+    train = sum(sum(h.seconds) for h in histories)
+    wait = sum(sum(h.data_seconds) for h in histories)
+    share = f"{100 * wait / train:.0f} %" if train else "-"
+    print(
+        f"    fit: {len(histories)} runs, {train:.1f} s of training, data wait {share}", flush=True
+    )
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+")
+    parser.add_argument("--cpus", type=int, default=None, help="pin to this many cores")
+    parser.add_argument("--t4", action="store_true", help="fp16 + GradScaler on any GPU")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.t4:
+        env["COURSE_AMP_DTYPE"] = "float16"
+    if args.cpus is not None:
+        env["OMP_NUM_THREADS"] = str(args.cpus)
+    cores = sorted(os.sched_getaffinity(0))[: args.cpus] if args.cpus else None
+
+    def pin() -> None:  # in the child, before it starts
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+
     failed = 0
-    for name in paths:
+    for name in args.notebooks:
         path = Path(name).resolve()
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, __file__, "--one", str(path)], cwd=path.parent)
+        result = subprocess.run(
+            [sys.executable, __file__, "--one", str(path)], cwd=path.parent, env=env, preexec_fn=pin
+        )
         seconds = time.perf_counter() - start
         status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
         print(f"{path.name}: {seconds:.0f} s {status}", flush=True)

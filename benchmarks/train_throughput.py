@@ -10,7 +10,9 @@ already on the device, so that only the training step is measured:
 - tuned: bf16 autocast, channels_last, ``torch.compile`` (the reference that
   a GPU engineer would write by hand);
 - course.train.fit: the loop every chapter uses (AMP and channels_last on
-  CUDA, no compile).
+  CUDA), without and with ``compile=True``; the compiled fit is timed on its
+  second epoch, and the first epoch's extra time is the compilation, from which
+  the number of epochs after which compiling pays off follows.
 
 Each runs ``--steps`` steps three times with ``course.utils.time_call``: twice to
 warm up (and to compile), then once timed, synchronised.
@@ -109,6 +111,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     results["course.train.fit"] = timed(lambda: run_fit(args.steps), args.steps, b)
 
+    compile_seconds = None
+    if not args.no_compile:  # fit(compile=True): epoch 1 compiles, epoch 2 runs compiled
+        model, opt = fresh()
+        history = fit(
+            model,
+            batches(args.steps, b, s, device),
+            epochs=2,
+            optimizer=opt,
+            device=device,
+            progress=False,
+            compile=True,
+        )
+        compiled_epoch = history.seconds[1]
+        results["course.train.fit(compile=True)"] = args.steps * b / compiled_epoch
+        compile_seconds = history.seconds[0] - compiled_epoch
+
     naive, tuned, ours = results["naive fp32 NCHW"], results[name], results["course.train.fit"]
     # ``name`` is the last tuned variant: the compiled one unless --no-compile
     print(f"ResNet18, {s} px, batch {b}, {args.steps} timed steps on {device}")
@@ -118,6 +136,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"  course.train.fit / tuned = {ours / tuned:.2f}   course.train.fit / naive = "
         f"{ours / naive:.2f}"
     )
+    if compile_seconds is not None:
+        fast = results["course.train.fit(compile=True)"]
+        saved = args.steps * b * (1 / ours - 1 / fast)  # seconds saved per epoch of --steps
+        payoff = f"{compile_seconds / saved:.0f} epochs" if saved > 0 else "never"
+        print(
+            f"  fit(compile=True) / tuned compiled = {fast / tuned:.2f}; compilation "
+            f"{compile_seconds:.0f} s, paid back after {payoff} of {args.steps} steps"
+        )
     return results
 
 

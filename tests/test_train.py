@@ -73,7 +73,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(tmp_path):
         assert torch.equal(p, q)
     assert sched.last_epoch == ref_sched.last_epoch == 4 * 8
     assert opt.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
-    assert history.to_dict() | {"seconds": []} == ref_history.to_dict() | {"seconds": []}
+    timing = {"seconds": [], "data_seconds": []}  # wall-clock measurements differ
+    assert history.to_dict() | timing == ref_history.to_dict() | timing
     assert history.epochs == 4
 
 
@@ -405,3 +406,41 @@ def test_interrupted_torchrun_fit_resumes_to_the_same_weights(tmp_path):
     for k, v in straight["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0)
     assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
+
+
+def test_amp_dtype_can_be_forced_to_rehearse_a_t4(monkeypatch):
+    from course.train import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setenv("COURSE_AMP_DTYPE", "float16")
+    assert amp_dtype(torch.device("cuda")) == torch.float16
+    monkeypatch.setenv("COURSE_AMP_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        amp_dtype(torch.device("cuda"))
+
+
+def test_fit_compiles_on_request_and_saves_the_plain_keys(monkeypatch, tmp_path):
+    """compile=True runs the model through torch.compile; the checkpoint keeps the
+    uncompiled model's keys (no `_orig_mod.` prefix), so it loads into a plain model."""
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = _model()
+    loader = DataLoader(TensorDataset(torch.randn(32, 6), torch.randint(0, 3, (32,))), batch_size=8)
+    history = fit(
+        model,
+        loader,
+        epochs=1,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        device="cpu",
+        compile=True,
+        checkpoint_path=tmp_path / "run.pt",
+        progress=False,
+    )
+    assert compiled == [model] and len(history.data_seconds) == 1
+    assert 0 <= history.data_seconds[0] <= history.seconds[0]
+    load_state(tmp_path / "run.pt", _model())

@@ -36,6 +36,9 @@ SETTINGS = {
     "TORCH_HOME": "torchvision's cache, where the ImageNet weights are downloaded "
     "(hub/checkpoints/); default: $XDG_CACHE_HOME/torch, i.e. ~/.cache/torch",
     "XDG_CACHE_HOME": "the base of the two caches above when they are not set; default: ~/.cache",
+    "COURSE_AMP_DTYPE": "float16 or bfloat16: the mixed-precision dtype on CUDA; default: "
+    "bfloat16 where the GPU computes it natively, else float16 (float16 on an H100 "
+    "rehearses a T4's numerics)",
 }
 
 T = TypeVar("T")
@@ -58,6 +61,16 @@ def profile() -> str:
             )
         return value
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def amp_dtype_override() -> torch.dtype | None:
+    """``$COURSE_AMP_DTYPE`` as a dtype (float16 or bfloat16), or None when unset."""
+    value = os.environ.get("COURSE_AMP_DTYPE", "").strip().lower()
+    if not value:
+        return None
+    if value not in ("float16", "bfloat16"):
+        raise ValueError(f"COURSE_AMP_DTYPE={value!r}: use float16 or bfloat16 (or unset it)")
+    return getattr(torch, value)
 
 
 def pick(*, smoke: T, cpu: T, gpu: T) -> T:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from course.config import amp_dtype_override
 from course.runstate import capture_rng_state, load_state, restore_rng_state, save_state
 from course.utils import eval_mode, get_device, model_device
 
@@ -54,6 +55,7 @@ class History:
     val_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    data_seconds: list[float] = field(default_factory=list)  # waiting for the loader
 
     @property
     def epochs(self) -> int:
@@ -124,10 +126,14 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     A100, L4, H100, RTX 30xx and later); float16, with a gradient scaler, on
     older cards such as Colab's and Kaggle's T4 (7.5), where bfloat16 would be
     emulated and slow (``torch.cuda.is_bf16_supported()`` counts emulation as
-    support, so it is not the test to use). bfloat16 off CUDA (CPU autocast).
+    support, so it is not the test to use). ``$COURSE_AMP_DTYPE`` overrides the
+    choice on CUDA. bfloat16 off CUDA (CPU autocast).
     """
     if device.type != "cuda":
         return torch.bfloat16
+    forced = amp_dtype_override()
+    if forced is not None:
+        return forced
     major, _minor = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
 
@@ -308,6 +314,7 @@ def fit(
     grad_accum_steps: int = 1,
     checkpoint_path: str | os.PathLike | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
@@ -329,6 +336,13 @@ def fit(
         checkpoint_path: written atomically after every epoch; when the file
             already exists, training resumes from it.
         progress: show tqdm bars.
+        compile: ``torch.compile`` the model first. The first training step then
+            includes the compilation; the epoch bar shows its duration
+            (``first step``). It pays off on long runs on a GPU
+            (``benchmarks/train_throughput.py`` measures when).
+
+    ``History.data_seconds`` is the time spent waiting for the training loader:
+    its share of ``History.seconds`` says whether the GPU starves for data.
 
     Under ``torchrun`` (a process group initialised, :func:`distributed`), every
     process calls ``fit`` alike: the model is wrapped in DistributedDataParallel
@@ -373,13 +387,16 @@ def fit(
     if parallel:
         train_loader = shard(train_loader)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+    if compile:
+        net = torch.compile(net)  # the checkpoint keeps saving `model`: the same keys
 
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress)
+    compiled_step = math.nan
     for epoch in epoch_bar:
         start = time.perf_counter()
         if parallel:
             train_loader.sampler.set_epoch(epoch)  # the same new shuffle on every process
-        train_loss, train_acc = _train_one_epoch(
+        train_loss, train_acc, data_seconds, first_step = _train_one_epoch(
             net,
             train_loader,
             optimizer,
@@ -392,6 +409,7 @@ def fit(
             progress,
             desc=f"epoch {epoch + 1}/{epochs}",
         )
+        history.data_seconds.append(data_seconds)
         history.train_loss.append(train_loss)
         history.train_acc.append(train_acc)
         history.lr.append(float(optimizer.param_groups[0]["lr"]))
@@ -403,10 +421,13 @@ def fit(
             history.val_loss.append(math.nan)
             history.val_acc.append(math.nan)
         history.seconds.append(time.perf_counter() - start)
-        epoch_bar.set_postfix(
-            loss=f"{train_loss:.3f}",
-            **({"val_acc": f"{history.val_acc[-1]:.3f}"} if val_loader is not None else {}),
-        )
+        postfix = {"loss": f"{train_loss:.3f}"}
+        if val_loader is not None:
+            postfix["val_acc"] = f"{history.val_acc[-1]:.3f}"
+        if compile:
+            compiled_step = first_step if epoch == start_epoch else compiled_step
+            postfix["first step (compiling)"] = f"{compiled_step:.1f} s"
+        epoch_bar.set_postfix(postfix)
         if checkpoint_path is not None and (not parallel or dist.get_rank() == 0):
             save_state(
                 checkpoint_path,
@@ -437,8 +458,9 @@ def _train_one_epoch(
     grad_accum_steps: int,
     progress: bool,
     desc: str,
-) -> tuple[float, float]:
-    """One pass over ``loader``; returns mean training loss and accuracy (NaN if unknown).
+) -> tuple[float, float, float, float]:
+    """One pass over ``loader``: mean training loss and accuracy (NaN if unknown), the
+    seconds spent waiting for batches, and the seconds of the first step.
 
     A diverged run is not stopped: its loss is recorded as NaN or Inf, which
     is itself a result (chapter 1 trains at learning rates that diverge).
@@ -450,7 +472,12 @@ def _train_one_epoch(
     total_seen, accuracy_known = 0, True
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for i, (x, y) in enumerate(bar):
+    data_seconds, first_step = 0.0, math.nan
+    batches = iter(bar)
+    for i in range(num_batches):
+        waiting = time.perf_counter()
+        x, y = next(batches)
+        data_seconds += time.perf_counter() - waiting
         x = to_device(x, device, channels_last=device.type == "cuda")
         y = to_device(y, device)
         group_start = (i // grad_accum_steps) * grad_accum_steps
@@ -465,6 +492,8 @@ def _train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+        if i == 0:
+            first_step = time.perf_counter() - waiting
 
         # Sums stay on the device: no GPU-to-CPU synchronisation per batch.
         n = _batch_size(y)
@@ -481,7 +510,7 @@ def _train_one_epoch(
         raise ValueError("the training loader is empty")
     total_loss, total_correct, total_seen = _global_sums(total_loss, total_correct, total_seen)
     accuracy = total_correct / total_seen if accuracy_known else math.nan
-    return total_loss / total_seen, accuracy
+    return total_loss / total_seen, accuracy, data_seconds, first_step
 
 
 def train_steps(
