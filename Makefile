@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test unit notebooks lint book lab clean
+.PHONY: install test unit notebooks lint book lab clean browser
 
 install: $(STAMP)
 
@@ -18,10 +18,19 @@ $(STAMP): pyproject.toml
 
 # ruff (lint and format), then unit tests, the real-path rehearsal, book checks and
 # every notebook under the smoke profile.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests benchmarks
 	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
+
+# The real-browser test of the site (tests/test_site.py) drives the system Chromium.
+# Installed here when missing and possible (root with apt); otherwise that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 && echo "installed chromium for the browser test"; } || \
+	  echo "no chromium (apt-get install chromium): the browser test will be skipped"
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

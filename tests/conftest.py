@@ -1,5 +1,7 @@
 import email.message
 import io
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch.hub
+import yaml
 
 matplotlib.use("Agg")
 
@@ -53,3 +56,36 @@ def web(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     monkeypatch.setattr(torch.hub, "urlopen", urlopen)
     return served
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The book built once per test session, notebooks not executed, with ``-W``
+    (any Sphinx warning fails); returns the folder of the HTML site."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    if not jb.exists():
+        pytest.skip("jupyter-book is not installed (pip install -e '.[dev]')")
+    out = tmp_path_factory.mktemp("book")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    sphinx = config["sphinx"]  # paths relative to the book, not to this copy of the config
+    sphinx["local_extensions"] = {k: str(ROOT / v) for k, v in sphinx["local_extensions"].items()}
+    sphinx["config"]["html_static_path"] = [
+        str(ROOT / p) for p in sphinx["config"]["html_static_path"]
+    ]
+    (out / "_config.yml").write_text(yaml.safe_dump(config))
+    command = [
+        str(jb),
+        "build",
+        str(ROOT),
+        "--config",
+        str(out / "_config.yml"),
+        "--path-output",
+        str(out),
+        "--warningiserror",
+        "--keep-going",
+        "--quiet",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out / "_build" / "html"

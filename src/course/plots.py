@@ -9,11 +9,13 @@ Used in chapters 0, 1, 2 and 3.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 from matplotlib.figure import Figure
 
 from course.train import History
@@ -97,3 +99,24 @@ def moving_average(values: Sequence[float], k: int = 10, clip: float = 5.0) -> n
     """
     values = np.minimum(np.asarray(values, dtype=float), clip)
     return np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def explorer(draw: Callable[..., object], **controls: object) -> None:
+    """An ipywidgets explorer that also reads well in the static book.
+
+    ``draw()`` runs once with its default arguments (the figure the book shows), then
+    ``ipywidgets.interactive(draw, **controls)`` gives the sliders that redraw it in a
+    running notebook (Colab, Jupyter). The sliders are displayed as a widget view only:
+    the book's pages load no widget JavaScript, so they show the default figure and
+    the line that says where the sliders work, with no dead slider and no widget text.
+    Works with ipywidgets 7 (Colab's) and 8.
+    """
+    draw()
+    print(
+        "The figure above is the default setting. In a running notebook (the rocket icon "
+        "opens this page on Colab) the sliders below redraw it."
+    )
+    display(ipywidgets.interactive(draw, **controls), include=[WIDGET_VIEW])
