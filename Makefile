@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # every notebook under the smoke profile.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks book/_ext
 	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
 
 # The real-browser test of the site (tests/test_site.py) drives the system Chromium.
@@ -40,7 +40,7 @@ notebooks: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks book/_ext
 
 # The static site in _build/html; notebooks run with the profile that suits
 # the machine (set COURSE_PROFILE=smoke for a quick preview).
