@@ -84,8 +84,11 @@ RAW_TEX = """() => {
 }"""
 
 
-def check_page(browser, url: str, screenshot: Path | None = None) -> list[str]:
-    """Open ``url`` and return the problems a reader would meet (empty when none)."""
+def check_page(
+    browser, url: str, screenshot: Path | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """Open ``url``; return the problems a reader would meet (empty when none), the
+    page's links and the sidebar's links."""
     problems: list[str] = []
     page = browser.new_page(viewport={"width": 1280, "height": 900})
 
@@ -120,27 +123,24 @@ def check_page(browser, url: str, screenshot: Path | None = None) -> list[str]:
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=False)
+    links = page.eval_on_selector_all("a", "links => links.map(a => a.href)")
+    sidebar = page.eval_on_selector_all("nav.bd-links a", "links => links.map(a => a.href)")
     page.close()
-    return problems
+    return problems, links, sidebar
 
 
 @pytest.mark.parametrize("name", _pages())
 def test_page_reads_offline_with_math_images_and_links(site, browser, name):
     html, base = site
-    url = f"{base}/{name}.html"
-    problems = check_page(browser, url, html / "_screenshots" / f"{name.replace('/', '_')}.png")
+    shot = html / "_screenshots" / f"{name.replace('/', '_')}.png"
+    problems, links, sidebar = check_page(browser, f"{base}/{name}.html", shot)
     assert not problems, f"{name}: " + "; ".join(problems)
-    page = browser.new_page()
-    page.goto(url, wait_until="domcontentloaded")
-    sidebar = page.eval_on_selector_all("nav.bd-links a", "links => links.map(a => a.href)")
     for chapter in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert any(f"notebooks/{chapter.stem}.html" in href for href in sidebar), chapter.stem
     if name.startswith("notebooks/"):
         repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
         colab = "https://colab.research.google.com/github/" + repo.split("github.com/")[1]
-        links = page.eval_on_selector_all("a", "links => links.map(a => a.href)")
         assert f"{colab}/blob/main/{name}.ipynb" in links, f"{name}: no Colab launch link"
-    page.close()
 
 
 def test_the_checks_catch_what_they_look_for(site, browser):
@@ -154,7 +154,7 @@ def test_the_checks_catch_what_they_look_for(site, browser):
         "</head>", '<script src="https://cdn.jsdelivr.net/npm/x.js"></script></head>', 1
     ).replace("</article>", '<img src="missing.png" alt="missing"></article>', 1)
     (html / "notebooks" / "_broken.html").write_text(broken)
-    problems = " ".join(check_page(browser, f"{base}/notebooks/_broken.html"))
+    problems = " ".join(check_page(browser, f"{base}/notebooks/_broken.html")[0])
     assert "request to another host: https://cdn.jsdelivr.net" in problems
     assert "image not loaded" in problems and "missing.png" in problems
     assert "MathJax did not load" in problems

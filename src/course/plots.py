@@ -3,7 +3,7 @@
 Every function draws into new or given axes and returns the figure, so a
 notebook can ``fig.savefig(...)`` and a test can inspect what was drawn.
 
-Used in chapters 0, 1, 2 and 3.
+Used in every chapter.
 """
 
 from __future__ import annotations
