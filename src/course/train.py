@@ -424,7 +424,7 @@ def fit(
         postfix = {"loss": f"{train_loss:.3f}"}
         if val_loader is not None:
             postfix["val_acc"] = f"{history.val_acc[-1]:.3f}"
-        if compile:
+        if compile:  # the first step of this call's first epoch included the compilation
             compiled_step = first_step if epoch == start_epoch else compiled_step
             postfix["first step (compiling)"] = f"{compiled_step:.1f} s"
         epoch_bar.set_postfix(postfix)
