@@ -342,27 +342,12 @@ def test_predict_gathers_per_image_outputs_of_a_detector():
 
 
 def _torchrun(*args) -> None:
-    import subprocess
-    import sys
-
+    """2 processes of tests/ddp_fit.py under torchrun, on CPU."""
+    from course.scaling import run_torchrun
     from tests.conftest import ROOT
 
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "tests" / "ddp_fit.py"),
-        *map(str, args),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    script = str(ROOT / "tests" / "ddp_fit.py")
+    result = run_torchrun(2, [str(a) for a in args], timeout=300, program=(script,))
     assert result.returncode == 0, result.stderr[-3000:]
 
 

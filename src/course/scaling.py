@@ -364,13 +364,17 @@ def train_data_parallel(
 
 
 def run_torchrun(
-    nproc: int, args: Sequence[str], timeout: float = 600
+    nproc: int,
+    args: Sequence[str],
+    timeout: float = 600,
+    program: Sequence[str] = ("-m", "course.scaling"),
 ) -> subprocess.CompletedProcess:
     """Launch ``torchrun --standalone --nproc_per_node=nproc -m course.scaling ARGS`` on CPU.
 
     What a student types in a terminal, from Python (the notebook and the
     tests use it). CUDA is hidden so that the processes use gloo on CPU;
     on a machine with N GPUs run torchrun yourself with ``--nproc_per_node=N``.
+    ``program`` is what torchrun starts: this module, or a script's path.
     """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -379,8 +383,7 @@ def run_torchrun(
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
-        "-m",
-        "course.scaling",
+        *program,
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

@@ -74,21 +74,31 @@ class History:
 # ---------------------------------------------------------------------------
 
 
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor in ``obj`` (tensors nested in lists, tuples, dicts);
+    anything else is returned as it is."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, Mapping):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
 def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
     """Move a tensor, or tensors nested in lists/tuples/dicts, to ``device``.
 
     Copies are non-blocking (they overlap with compute when the source is in
     pinned memory). 4-d float tensors become channels_last when asked.
     """
-    if isinstance(obj, torch.Tensor):
-        if channels_last and obj.ndim == 4 and obj.is_floating_point():
-            return obj.to(device, non_blocking=True, memory_format=torch.channels_last)
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, Mapping):
-        return {k: to_device(v, device, channels_last) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device, channels_last) for v in obj)
-    return obj
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if channels_last and t.ndim == 4 and t.is_floating_point():
+            return t.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return t.to(device, non_blocking=True)
+
+    return map_tensors(obj, move)
 
 
 def _batch_size(target: Any) -> int:
@@ -187,17 +197,6 @@ def _gather(parts: list) -> Any:
     return [item for part in parts for item in part]
 
 
-def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """``fn`` applied to every tensor in ``obj`` (tensors nested in lists, tuples, dicts)."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, Mapping):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(v, fn) for v in obj)
-    return obj
-
-
 def _float32(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.is_floating_point() else t
 
@@ -225,12 +224,12 @@ def predict(
         for x, y in loader:
             with _autocast(device, amp):
                 out = model(to_device(x, device, device.type == "cuda"))
-            out = _map_tensors(out, _float32)  # mixed-precision outputs back to float32
+            out = map_tensors(out, _float32)  # mixed-precision outputs back to float32
             if postprocess is not None:
                 out = postprocess(out)
-            outputs.append(_map_tensors(out, torch.Tensor.cpu))
+            outputs.append(map_tensors(out, torch.Tensor.cpu))
             targets.append(
-                _map_tensors(
+                map_tensors(
                     torch.as_tensor(y) if isinstance(y, (int, float)) else y, torch.Tensor.cpu
                 )
             )

@@ -481,7 +481,8 @@ def load_hornet_data(
     """
     paths = data_paths()
     real = paths["hornets"]
-    if real.is_dir():
+    real_photos = real.is_dir()
+    if real_photos:
         folder, origin = real, f"real photos from {real}"
     else:
         render = max(64, min(2 * image_size, 256))
@@ -496,7 +497,7 @@ def load_hornet_data(
         folder, image_size, progress=progress, max_images=max_images, seed=seed
     )
     train, val, test = stratified_split(labels, fractions, seed)
-    return HornetData(images, labels, files, train, val, test, origin, real.is_dir())
+    return HornetData(images, labels, files, train, val, test, origin, real_photos)
 
 
 def hornet_image_size(imagenet_weights: bool, real_photos: bool) -> int:

@@ -209,11 +209,9 @@ def resnet18(num_classes: int = 1000, weights: str | None = None) -> ResNet18:
     model = ResNet18(num_classes)
     if weights == "imagenet":
         state = load_imagenet_state_dict()
-        check_state_dict_compatible(
-            ResNet18(), state, f"the ImageNet weights {imagenet_weights_path()}"
-        )
         if num_classes != 1000:
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})
+        check_state_dict_compatible(model, state, f"the ImageNet weights {imagenet_weights_path()}")
         model.load_state_dict(state, strict=True)
     return model
