@@ -54,3 +54,25 @@ def test_block_gradient_norms_match_autograd_and_leave_grads_alone():
     nn.functional.cross_entropy(model(x), y).backward()
     expected = [next(b.parameters()).grad.norm().item() for b in model.blocks]
     assert norms == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("num_convs", [3, 9, 41])
+def test_plain_and_residual_have_as_many_convolutions(num_convs):
+    from course.residual import plain_and_residual
+
+    nets = plain_and_residual(num_convs, width=4, init="kaiming")
+    for kind, net in nets.items():
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(convs) == num_convs, kind
+        assert net.residual == (kind == "residual")
+    # He init: std sqrt(2 / fan_in) for the 3x3 convs of width 4 (fan_in 36)
+    weights = torch.cat(
+        [
+            m.weight.flatten()
+            for m in nets["plain"].modules()
+            if isinstance(m, nn.Conv2d) and m.in_channels == 4 and m.kernel_size == (3, 3)
+        ]
+    )
+    assert weights.std().item() == pytest.approx((2 / 36) ** 0.5, rel=0.1)
+    with pytest.raises(ValueError, match="odd"):
+        plain_and_residual(num_convs + 1)

@@ -60,3 +60,18 @@ def test_every_notebook_is_in_the_table_of_contents():
     toc = (ROOT / "_toc.yml").read_text()
     for path in NOTEBOOKS:
         assert f"notebooks/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"
+
+
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([A-Za-z0-9_]+)")
+GLUE_CALL = re.compile(r"""\bglue\(\s*["']([A-Za-z0-9_]+)["']""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_number_the_text_glues_is_glued_by_the_same_notebook(path):
+    cells = _cells(path)
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    quoted, glued = set(GLUE_ROLE.findall(markdown)), GLUE_CALL.findall(code)
+    assert not quoted - set(glued), f"{path.name}: the text quotes unglued keys"
+    assert not set(glued) - quoted, f"{path.name}: glued but never quoted"
+    assert len(glued) == len(set(glued)), f"{path.name}: a key glued twice"

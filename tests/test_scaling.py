@@ -1,5 +1,6 @@
 """Chapter 6: the linear scaling rule, warmup schedules, accumulation and DDP."""
 
+import copy
 import math
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from course.runstate import load_state
 from course.scaling import (
@@ -20,6 +22,7 @@ from course.scaling import (
     run_torchrun,
     sgd_step,
     small_steps_vs_big_step,
+    train_at_batch_size,
     warmup_factor,
     warmup_schedule,
 )
@@ -185,3 +188,49 @@ def test_fewer_gpus_than_processes_falls_back_to_gloo_and_says_what_to_type():
     assert choose_backend(cuda_devices=0, local_processes=2) == ("gloo", None)
     backend, warning = choose_backend(cuda_devices=1, local_processes=2)  # Colab, one T4
     assert backend == "gloo" and "--nproc_per_node=1" in warning
+
+
+def _regression(n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=generator, dtype=torch.float64)
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def test_train_at_batch_size_is_sgd_with_warmup_over_epochs_of_fresh_shuffles():
+    """The same weights as a loop written out by hand: a new permutation every epoch,
+    drop_last, SGD with momentum and weight decay, warmup over whole epochs, cosine."""
+    data, batch, epochs, lr = _regression(), 8, 3, 0.3
+    torch.manual_seed(0)
+    model = nn.Linear(6, 2).double()
+    reference = copy.deepcopy(model)
+    run = train_at_batch_size(
+        model, data, data, batch_size=batch, lr=lr, epochs=epochs, warmup_epochs=1, seed=5
+    )
+    optimizer = torch.optim.SGD(reference.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    steps_per_epoch = len(data) // batch
+    step = 0
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for i in range(steps_per_epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_factor(step, steps_per_epoch, epochs * steps_per_epoch)
+            x, y = data[order[i * batch : (i + 1) * batch]]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(reference(x), y).backward()
+            optimizer.step()
+            step += 1
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert run.steps_per_epoch == 5 and len(run.losses) == 15 and len(run.val_accuracy) == 3
+    assert run.final_accuracy == run.val_accuracy[-1] > 0.5
+
+
+def test_train_at_batch_size_records_a_divergence_to_the_end():
+    data = _regression()
+    model = nn.Linear(6, 2).double()
+    run = train_at_batch_size(model, data, data, batch_size=8, lr=1e200, epochs=4)
+    assert len(run.losses) == 20 and len(run.val_accuracy) == 4
+    assert math.isinf(run.losses[-1]) and run.early_loss_peak() > 1e10
+    with pytest.raises(ValueError, match="larger than the 40 samples"):
+        train_at_batch_size(model, data, data, batch_size=64, lr=0.1, epochs=1)

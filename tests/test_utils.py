@@ -97,3 +97,22 @@ def test_model_device_is_the_parameters_device_or_cpu():
     assert model_device(torch.nn.ReLU()) == torch.device("cpu")
     if torch.cuda.is_available():
         assert model_device(torch.nn.Linear(2, 2).cuda()).type == "cuda"
+
+
+def test_glue_hands_the_value_to_the_book():
+    """A notebook cell that calls course.utils.glue leaves what myst-nb's
+    {glue:text} role reads, with the value of the run (and shows nothing)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from myst_nb.ext.glue import extract_glue_data_cell
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(
+        nbformat.v4.new_code_cell("from course.utils import glue\nglue('acc', 0.75 + 0.125)")
+    )
+    nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3").execute()
+    (key, output), *rest = extract_glue_data_cell(notebook.cells[0])
+    assert key == "acc" and not rest
+    assert output["data"]["text/plain"] == "0.875"
+    shown = [o for o in notebook.cells[0].outputs if o["output_type"] != "stream"]
+    assert not shown  # recorded, not displayed

@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from course.data import make_shapes
 from course.runstate import save_state
+from course.train import evaluate, train_steps
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DECAYS = ("cosine", "step", "none")
@@ -191,6 +193,90 @@ def accumulated_gradients(
     for x, y in batches:
         (loss_fn(model(x), y) / len(batches)).backward()
     return [p.grad.detach().clone() for p in model.parameters()]
+
+
+# ---------------------------------------------------------------------------
+# The batch-size experiment
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSizeRun:
+    """One training run of the batch-size experiment.
+
+    ``val_accuracy[e]`` is measured after epoch ``e + 1``; ``losses`` holds the
+    training loss of every optimizer step (``inf`` after a divergence).
+    """
+
+    batch_size: int
+    lr: float
+    warmup_epochs: int
+    steps_per_epoch: int
+    val_accuracy: list[float]
+    losses: list[float]
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.val_accuracy[-1]
+
+    def early_loss_peak(self, epochs: int = 2) -> float:
+        """The highest training loss of the first ``epochs`` epochs (by default the warmup
+        epoch and the next one, at the peak learning rate): the spike of too-large first steps.
+        """
+        return max(self.losses[: epochs * self.steps_per_epoch])
+
+
+def train_at_batch_size(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    *,
+    batch_size: int,
+    lr: float,
+    epochs: int,
+    warmup_epochs: int = 0,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> BatchSizeRun:
+    """Train ``model`` (in place) for ``epochs`` epochs of ``batch_size`` samples and peak ``lr``.
+
+    SGD with momentum; the learning rate rises linearly from 0 during
+    ``warmup_epochs`` epochs, then follows a cosine to 0 at the end
+    (:func:`warmup_schedule`). The number of epochs, not of steps, is what
+    runs at different batch sizes share: a batch ``k`` times larger makes
+    ``k`` times fewer steps, as with ``k`` GPUs. Validation accuracy is
+    measured after every epoch. ``train_set`` must accept a list of indices
+    (a ``TensorDataset`` does): each minibatch is read in one indexing.
+    """
+    steps_per_epoch = len(train_set) // batch_size  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch size {batch_size} is larger than the {len(train_set)} samples")  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(seed)
+    batches = BatchSampler(RandomSampler(train_set, generator=generator), batch_size, True)
+    loader = DataLoader(train_set, sampler=batches, batch_size=None)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    scheduler = warmup_schedule(
+        optimizer, warmup_epochs * steps_per_epoch, epochs * steps_per_epoch, decay="cosine"
+    )
+    val_loader = DataLoader(val_set, batch_size=1024)
+    run = BatchSizeRun(batch_size, lr, warmup_epochs, steps_per_epoch, [], [])
+    for _ in range(epochs):
+        run.losses += train_steps(
+            model, loader, optimizer, steps_per_epoch, scheduler, device=device
+        )
+        run.val_accuracy.append(
+            evaluate(model, val_loader, device=device, progress=False)["accuracy"]
+        )
+        if not math.isfinite(run.losses[-1]):  # diverged: the weights are NaN from here on
+            left = epochs - len(run.val_accuracy)
+            run.val_accuracy += [run.val_accuracy[-1]] * left
+            run.losses += [math.inf] * left * steps_per_epoch
+            break
+    return run
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ What a GPU user expects, in one readable file:
   (``course.runstate``), so an interrupted run loses at most one epoch and
   finishes with the same weights as an uninterrupted one.
 
-Used in chapters 0, 1, 2, 3, 4, 6 and 7.
+Used in chapters 0, 1, 2, 3, 4 and 7.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Small helpers every chapter uses: device, seeding, parameter counts, one timer.
+"""Small helpers every chapter uses: device, seeding, parameter counts, one timer, glue.
 
 Used in every chapter.
 """
@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,3 +112,19 @@ def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
         stmt="fn()", globals={"fn": fn}, timer=_clock, num_threads=torch.get_num_threads()
     )
     return timer.timeit(repeats).mean
+
+
+def glue(name: str, value: Any) -> None:
+    """Hand ``value`` to the book's text: ``{glue:text}`name``` in a Markdown cell
+    (``{glue:text}`name:.3f``` to format it) shows the value of this run.
+
+    The numbers a chapter's prose quotes thus come from the run that the page
+    shows, under every profile (myst-nb's ``glue``, recorded without being
+    displayed). Without myst-nb (on Colab), nothing is recorded and the cell's
+    printed output is where the value is read.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return
+    myst_glue(name, value, display=False)
