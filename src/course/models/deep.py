@@ -14,7 +14,7 @@ A plain net of depth d has d + 1 conv layers; a residual one 2d + 1. The
 resolution is halved (stride-2 conv) after a third and two thirds of the
 blocks to keep the cost low.
 
-Used in chapters 1 and 2.
+Used in chapter 1 (chapter 2 builds them with ``course.residual.plain_and_residual``).
 """
 
 from __future__ import annotations
