@@ -1,5 +1,6 @@
 """Chapter 3: the hornet data, the split, freezing and the pretrained fallback."""
 
+import copy
 import hashlib
 
 import numpy as np
@@ -125,6 +126,24 @@ def test_new_head_has_two_outputs_and_keeps_the_backbone():
     for k, v in before.items():
         assert torch.equal(model.state_dict()[k], v)
     assert model.fc.weight.shape == (2, 512) and model(torch.rand(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_frozen_batchnorm_normalises_with_the_pretrained_statistics_in_training_mode():
+    from course.models.pretrained import freeze_batchnorm
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=3)
+    for m in model.modules():  # pretrained-like statistics and affine parameters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    frozen = freeze_batchnorm(copy.deepcopy(model)).train()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
+    torch.testing.assert_close(frozen(x), expected, rtol=1e-4, atol=1e-5)
+    assert [n for n, p in frozen.named_parameters() if "bn" in n or "downsample.1" in n] == []
 
 
 def test_freezing_leaves_exactly_the_new_head_trainable():
@@ -258,7 +277,9 @@ def test_linear_probe_trains_the_head_only():
     data = HornetData(images, labels, [], train, val, test, "test", real=False)
     net = replace_head(resnet18(num_classes=5), 2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    history = train_linear_probe(net, data, epochs=20, lr=1e-2, device="cpu", progress=False)
+    history = train_linear_probe(
+        net, data, epochs=20, batch_size=8, lr=1e-2, device="cpu", progress=False
+    )
     changed = {
         k for k, v in net.state_dict().items() if k in before and not torch.equal(v, before[k])
     }

@@ -285,7 +285,8 @@ def test_checkpoint_written_by_fit_holds_plain_data(tmp_path):
     path = Path(tmp_path) / "a" / "b.pt"  # parent folders are created
     _run(epochs=1, path=path)
     state = torch.load(path, weights_only=True)
-    assert set(state) == {"model", "optimizer", "scheduler", "scaler", "epoch", "history", "rng"}
+    keys = {"model", "optimizer", "scheduler", "scaler", "epoch", "history", "rng", "best_model"}
+    assert set(state) == keys and state["best_model"] is None  # fit(keep_best=None)
     assert state["epoch"] == 1 and isinstance(state["history"]["train_loss"][0], float)
 
 
@@ -429,3 +430,47 @@ def test_fit_compiles_on_request_and_saves_the_plain_keys(monkeypatch, tmp_path)
     assert compiled == [model] and len(history.data_seconds) == 1
     assert 0 <= history.data_seconds[0] <= history.seconds[0]
     load_state(tmp_path / "run.pt", _model())
+
+
+def _flipped_validation_run(epochs, path=None, seed=0):
+    """Training on a rule, validating on its opposite: the validation loss rises
+    as training goes on, so the best epoch is an early one, not the last."""
+    torch.manual_seed(seed)
+    model = _model()
+    train_set = _data()
+    x, y = train_set.tensors
+    val = DataLoader(TensorDataset(x, 2 - y), batch_size=32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(
+        model,
+        DataLoader(train_set, batch_size=8),
+        val,
+        epochs=epochs,
+        optimizer=opt,
+        device="cpu",
+        progress=False,
+        keep_best="val_loss",
+        checkpoint_path=path,
+    )
+    return model, history, val
+
+
+def test_keep_best_restores_the_epoch_with_the_best_validation_loss(tmp_path):
+    model, history, val = _flipped_validation_run(epochs=6)
+    best = history.best_epoch("val_loss")
+    assert best < 6 and history.val_loss[best - 1] == min(history.val_loss)
+    assert evaluate(model, val, device="cpu", progress=False)["loss"] == pytest.approx(
+        history.val_loss[best - 1], rel=1e-6
+    )
+    assert history.best_epoch("val_acc") == 1 + max(range(6), key=history.val_acc.__getitem__)
+
+    # Interrupted after 2 epochs, resumed to 6: the same best weights at the end.
+    path = tmp_path / "best.pt"
+    _flipped_validation_run(epochs=2, path=path)
+    resumed, _, _ = _flipped_validation_run(epochs=6, path=path, seed=99)
+    for p, q in zip(resumed.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="val_loader"):
+        fit(model, DataLoader(_data()), epochs=1, optimizer=opt, keep_best="val_loss")

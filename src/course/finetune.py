@@ -99,12 +99,17 @@ def train_linear_probe(
     net: ResNet18,
     data: HornetData,
     epochs: int,
-    lr: float = 3e-3,
+    batch_size: int = 64,
+    lr: float = 1e-2,
     device: torch.device | str | None = None,
     progress: bool = True,
+    keep_best: str | None = "val_loss",
 ):
     """Variant (a): freeze ``net``'s backbone and train its ``fc`` on the extracted features.
 
+    ``epochs`` epochs of ``batch_size`` features: as many optimizer steps as
+    ``fit`` makes on the images with the same two numbers, so that the three
+    variants of chapter 3 get the same budget. ``keep_best`` is ``fit``'s.
     Returns the :class:`course.train.History` of the head; ``net`` (frozen
     backbone + trained head) is ready to classify images.
     """
@@ -116,7 +121,11 @@ def train_linear_probe(
     return fit(
         net.fc,
         DataLoader(
-            train_f, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0)
+            train_f,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,  # as data.loader("train", ...) does: the same steps per epoch
+            generator=torch.Generator().manual_seed(0),
         ),
         DataLoader(val_f, batch_size=512),
         epochs=epochs,
@@ -124,4 +133,5 @@ def train_linear_probe(
         loss_fn=data.weighted_loss(device),
         device=device,
         progress=progress,
+        keep_best=keep_best,
     )

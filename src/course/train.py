@@ -43,6 +43,7 @@ from course.runstate import capture_rng_state, load_state, restore_rng_state, sa
 from course.utils import eval_mode, get_device, model_device
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+BEST_METRICS = ("val_loss", "val_acc")
 
 
 @dataclass
@@ -60,6 +61,18 @@ class History:
     @property
     def epochs(self) -> int:
         return len(self.train_loss)
+
+    def best_epoch(self, metric: str = "val_loss") -> int:
+        """The epoch (1-based) with the lowest ``"val_loss"`` or the highest ``"val_acc"``;
+        the first one on ties."""
+        if metric not in BEST_METRICS:
+            raise ValueError(f"metric must be one of {BEST_METRICS}, got {metric!r}")
+        values = torch.tensor(getattr(self, metric), dtype=torch.float64)
+        if metric == "val_acc":
+            values = -values
+        if values.isnan().all():
+            raise ValueError(f"no {metric} was measured: give fit a val_loader")
+        return int(torch.nan_to_num(values, nan=math.inf).argmin()) + 1
 
     def to_dict(self) -> dict[str, list[float]]:
         return asdict(self)
@@ -314,6 +327,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     progress: bool = True,
     compile: bool = False,
+    keep_best: str | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
@@ -339,6 +353,11 @@ def fit(
             includes the compilation; the epoch bar shows its duration
             (``first step``). It pays off on long runs on a GPU
             (``benchmarks/train_throughput.py`` measures when).
+        keep_best: ``"val_loss"`` or ``"val_acc"``: at the end, ``model`` holds the
+            weights of the epoch with the best validation value
+            (:meth:`History.best_epoch`), not those of the last epoch: the model
+            is *chosen* on the validation set, and the test set is left to measure
+            it once. The best weights are kept on the CPU and in the checkpoint.
 
     ``History.data_seconds`` is the time spent waiting for the training loader:
     its share of ``History.seconds`` says whether the GPU starves for data.
@@ -356,6 +375,8 @@ def fit(
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    if keep_best is not None and (keep_best not in BEST_METRICS or val_loader is None):
+        raise ValueError(f"keep_best must be one of {BEST_METRICS}, with a val_loader")
     parallel = distributed()
     if device is None:
         device = _distributed_device() if parallel else get_device()
@@ -371,13 +392,14 @@ def fit(
         device.type, enabled=bool(amp and on_cuda and amp_dtype(device) == torch.float16)
     )
 
-    history, start_epoch = History(), 0
+    history, start_epoch, best_state = History(), 0, None
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_state(checkpoint_path, model, optimizer, scheduler, map_location=device)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
         start_epoch = int(state["epoch"])
+        best_state = state.get("best_model")
         restore_rng_state(state["rng"], train_loader)
         if progress:
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
@@ -420,6 +442,8 @@ def fit(
             history.val_loss.append(math.nan)
             history.val_acc.append(math.nan)
         history.seconds.append(time.perf_counter() - start)
+        if keep_best is not None and history.best_epoch(keep_best) == epoch + 1:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         postfix = {"loss": f"{train_loss:.3f}"}
         if val_loader is not None:
             postfix["val_acc"] = f"{history.val_acc[-1]:.3f}"
@@ -438,10 +462,17 @@ def fit(
                     "epoch": epoch + 1,
                     "history": history.to_dict(),
                     "rng": capture_rng_state(train_loader),
+                    "best_model": best_state,
                 },
             )
         if checkpoint_path is not None and parallel:
             dist.barrier()  # no process goes on before the checkpoint is complete
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        if progress:
+            print(
+                f"Kept the weights of epoch {history.best_epoch(keep_best)}, the best {keep_best}."
+            )
     return history
 
 

@@ -9,6 +9,7 @@ Chapters 3 (fine-tuning), 4 (attacking the fine-tuned classifier) and 7
   cached under ``$COURSE_CACHE``), and says which;
 - :func:`replace_head` swaps the 1000-class FC for a new one;
 - :func:`freeze_backbone` leaves only that head trainable;
+- :func:`freeze_batchnorm` fixes the BN statistics for fine-tuning;
 - :func:`with_imagenet_normalization` puts ImageNet's normalisation in front,
   so the model takes [0, 1] images.
 
@@ -41,8 +42,14 @@ def replace_head(model: ResNet18, num_classes: int = 2) -> ResNet18:
     return model
 
 
-def _freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by torchvision's FrozenBatchNorm2d (fixed statistics)."""
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d of ``module`` by torchvision's FrozenBatchNorm2d, in place.
+
+    The pretrained statistics (and BN's scale and shift) are then fixed, in
+    training mode too: fine-tuning on a few hundred images with small batches
+    would otherwise replace running statistics estimated on a large data set
+    by noisy ones (chapter 1). torchvision's detection models fine-tune this way.
+    """
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
@@ -52,7 +59,7 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
             frozen.running_var.copy_(child.running_var)
             setattr(module, name, frozen)
         else:
-            _freeze_batchnorm(child)
+            freeze_batchnorm(child)
     return module
 
 
@@ -65,7 +72,7 @@ def freeze_backbone(model: ResNet18) -> ResNet18:
     normalising with the new data's batch statistics and updating its running
     statistics — the "frozen" backbone would still change.
     """
-    _freeze_batchnorm(model)
+    freeze_batchnorm(model)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("fc."))
     return model
