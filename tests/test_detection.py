@@ -374,3 +374,54 @@ def test_augmentation_differs_between_workers_and_between_epochs():
     again = DetectionAugmentation(32, train=True, seed=3)
     data = _SameImage()
     assert torch.equal(seeded(data.image, data.target)[0], again(data.image, data.target)[0])
+
+
+def _random_targets(seed, images=6, size=64):
+    """Batches with what a loader can hand the loss: empty images, crowded cells (equal
+    boxes, equal areas), boxes over the border, degenerate and tiny boxes."""
+    g = torch.Generator().manual_seed(seed)
+    targets = []
+    for i in range(images):
+        n = [0, 1, 3, 7][i % 4]
+        xy = torch.rand(n, 2, generator=g) * size
+        wh = torch.rand(n, 2, generator=g) * size / 2
+        boxes = torch.cat([xy, xy + wh], 1)
+        if n >= 3:
+            boxes[1] = boxes[0]  # the same box twice: the later one wins its cell
+            boxes[2] = torch.tensor([10.0, 10, 10, 30])  # zero width: no CenterNet target
+        if n == 7:
+            boxes[3] = torch.tensor([-5.0, 50, 20, 70])  # over the border
+            boxes[4] = boxes[0] + torch.tensor([1.0, 0, 1, 0])  # same area, same cell
+            centre = (boxes[0, :2] + boxes[0, 2:]) / 2
+            boxes[5] = torch.cat([centre - 1, centre + 1])  # later but smaller: it loses
+        labels = torch.randint(0, 4, (n,), generator=g)
+        targets.append({"boxes": boxes, "labels": labels})
+    return targets
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_encoders_equal_the_per_image_loops(seed):
+    from course.detection.centernet import encode_centernet_batch
+    from course.detection.yolo import encode_yolo_batch
+
+    targets = _random_targets(seed)
+    expected = torch.stack(
+        [encode_yolo_targets(t["boxes"], t["labels"], 4, 4, (64, 64)) for t in targets]
+    )
+    torch.testing.assert_close(encode_yolo_batch(targets, 4, 4, (64, 64)), expected)
+    per_image = [encode_centernet_targets(t["boxes"], t["labels"], 4, (16, 16)) for t in targets]
+    batch = encode_centernet_batch(targets, 4, (16, 16))
+    for key in ("hm", "wh", "reg", "ind", "mask"):
+        torch.testing.assert_close(batch[key], torch.stack([e[key] for e in per_image]))
+    assert batch["mask"].sum() < sum(len(t["boxes"]) for t in targets)  # degenerate boxes
+
+
+def test_batch_encoders_handle_a_batch_without_objects():
+    from course.detection.centernet import encode_centernet_batch
+    from course.detection.yolo import encode_yolo_batch
+
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}] * 2
+    assert encode_yolo_batch(empty, 4, 4, (64, 64)).abs().sum() == 0
+    batch = encode_centernet_batch(empty, 4, (16, 16))
+    assert batch["hm"].shape == (2, 4, 16, 16) and batch["mask"].shape == (2, 128)
+    assert batch["hm"].sum() == 0 and batch["mask"].sum() == 0

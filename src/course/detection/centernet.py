@@ -178,6 +178,86 @@ def encode_centernet_targets(
     }
 
 
+def encode_centernet_batch(
+    targets: Sequence[dict],
+    num_classes: int,
+    output_size: tuple[int, int],
+    stride: int = STRIDE,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """The targets of a batch at once, on ``device``: the same as stacking
+    :func:`encode_centernet_targets` of every image (``hm`` (N, C, H, W), ``wh`` and
+    ``reg`` (N, K, 2), ``ind`` and ``mask`` (N, K)), with tensor operations instead
+    of a Python loop over the objects (the loss calls it at every step).
+
+    Every object's Gaussian is evaluated on a square patch around its centre
+    cell and kept within its radius; the heatmap of each image and class is
+    their element-wise max (``scatter_reduce`` with ``"amax"``).
+    """
+    device = torch.device(device)
+    n, (height, width), k = len(targets), output_size, MAX_OBJECTS
+    out = {
+        "hm": torch.zeros(n * num_classes, height * width, device=device),
+        "wh": torch.zeros(n * k, 2, device=device),
+        "reg": torch.zeros(n * k, 2, device=device),
+        "ind": torch.zeros(n * k, dtype=torch.int64, device=device),
+        "mask": torch.zeros(n * k, device=device),
+    }
+    kept = [(t["boxes"][:k], t["labels"][: len(t["boxes"][:k])]) for t in targets]
+    if sum(len(b) for b, _ in kept):
+        boxes = torch.cat([b for b, _ in kept]).to(device, torch.float64) / stride
+        labels = torch.cat([lab for _, lab in kept]).to(device)
+        counts = torch.tensor([len(b) for b, _ in kept], device=device)
+        image = torch.repeat_interleave(torch.arange(n, device=device), counts)
+        slot = torch.arange(len(boxes), device=device) - (counts.cumsum(0) - counts)[image]
+        x1, x2 = boxes[:, 0].clamp(0, width - 1), boxes[:, 2].clamp(0, width - 1)
+        y1, y2 = boxes[:, 1].clamp(0, height - 1), boxes[:, 3].clamp(0, height - 1)
+        w, h = x2 - x1, y2 - y1
+        valid = (w > 0) & (h > 0)
+        radius = _gaussian_radius_tensor(h.ceil(), w.ceil()).clamp(min=0).floor()
+        center = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).float()
+        cell = center.long()  # truncation, as the reference's astype(int32)
+        # Each object's (2R+1)^2 patch around its cell, R the largest radius; the
+        # Gaussian is kept within the object's own radius, inside the grid.
+        big = int(radius.max())
+        offset = torch.arange(-big, big + 1, device=device)
+        oy, ox = offset.view(1, -1, 1), offset.view(1, 1, -1)
+        sigma = ((2 * radius + 1) / 6).view(-1, 1, 1)
+        g = torch.exp(-(ox * ox + oy * oy) / (2 * sigma * sigma))  # (M, 2R+1, 2R+1)
+        py, px = cell[:, 1].view(-1, 1, 1) + oy, cell[:, 0].view(-1, 1, 1) + ox
+        r = radius.view(-1, 1, 1)
+        keep = (oy.abs() <= r) & (ox.abs() <= r) & (g >= torch.finfo(torch.float64).eps)
+        keep &= (py >= 0) & (py < height) & (px >= 0) & (px < width) & valid.view(-1, 1, 1)
+        plane = (image * num_classes + labels).view(-1, 1, 1)
+        flat = (plane * height + py) * width + px
+        hm = out["hm"].view(-1)
+        hm.scatter_reduce_(0, flat[keep], g[keep].float(), reduce="amax")
+        at = (image * k + slot)[valid]
+        out["wh"][at] = torch.stack([w, h], 1)[valid].float()
+        out["reg"][at] = (center - cell)[valid]
+        out["ind"][at] = (cell[:, 1] * width + cell[:, 0])[valid]
+        out["mask"][at] = 1
+    return {
+        "hm": out["hm"].reshape(n, num_classes, height, width),
+        **{name: out[name].reshape(n, k, -1).squeeze(-1) for name in ("wh", "reg", "ind", "mask")},
+    }
+
+
+def _gaussian_radius_tensor(height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_radius` of many (height, width) pairs at once (min_overlap 0.7)."""
+    overlap = 0.7
+    b1 = height + width
+    c1 = width * height * (1 - overlap) / (1 + overlap)
+    r1 = (b1 + (b1**2 - 4 * c1).sqrt()) / 2
+    b2 = 2 * (height + width)
+    c2 = (1 - overlap) * width * height
+    r2 = (b2 + (b2**2 - 16 * c2).sqrt()) / 2
+    a3, b3 = 4 * overlap, -2 * overlap * (height + width)
+    c3 = (overlap - 1) * width * height
+    r3 = (b3 + (b3**2 - 4 * a3 * c3).sqrt()) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
 # ---------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------
@@ -232,15 +312,9 @@ class CenterNetLoss(nn.Module):
 
     def forward(self, outputs: dict, targets: Sequence[dict]) -> torch.Tensor:
         size = tuple(outputs["hm"].shape[-2:])
-        encoded = [
-            encode_centernet_targets(
-                t["boxes"].cpu(), t["labels"].cpu(), self.num_classes, size, self.stride
-            )
-            for t in targets
-        ]
-        batch = {
-            k: torch.stack([e[k] for e in encoded]).to(outputs["hm"].device) for k in encoded[0]
-        }
+        batch = encode_centernet_batch(
+            targets, self.num_classes, size, self.stride, device=outputs["hm"].device
+        )
         hm = focal_loss(outputs["hm"], batch["hm"])
         wh = masked_l1(gather_at(outputs["wh"].float(), batch["ind"]), batch["wh"], batch["mask"])
         off = masked_l1(

@@ -85,11 +85,12 @@ def encode_yolo_targets(
     objectness 1, one-hot class, in the cell holding each object's centre.
 
     One object per cell: when two centres fall in the same cell, the larger
-    object is kept (YOLO v1's known limit on crowded scenes)."""
+    object is kept (on equal areas, the later one): YOLO v1's known limit on
+    crowded scenes. :func:`encode_yolo_batch` is the same for a whole batch."""
     height, width = image_size
     target = torch.zeros(grid, grid, 5 + num_classes)
     areas = box_area(boxes)
-    for i in areas.argsort().tolist():  # small first, so a larger object overwrites
+    for i in areas.argsort(stable=True).tolist():  # small first: a larger object overwrites
         x1, y1, x2, y2 = boxes[i].tolist()
         cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
         col, row = min(int(cx * grid), grid - 1), min(int(cy * grid), grid - 1)
@@ -99,6 +100,60 @@ def encode_yolo_targets(
         target[row, col, 5:] = 0
         target[row, col, 5 + int(labels[i])] = 1
     return target
+
+
+def _image_index(targets: Sequence[dict], device: torch.device) -> torch.Tensor:
+    """The image index of every object of a batch of target dicts, concatenated."""
+    counts = torch.tensor([len(t["boxes"]) for t in targets], device=device)
+    return torch.repeat_interleave(torch.arange(len(targets), device=device), counts)
+
+
+def encode_yolo_batch(
+    targets: Sequence[dict],
+    num_classes: int,
+    grid: int,
+    image_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(N, S, S, 5 + C) targets of a batch at once, on ``device``: the same as stacking
+    :func:`encode_yolo_targets` of every image, with tensor operations instead of a
+    Python loop over the objects (the loss calls it at every step).
+
+    Where several centres fall in one cell, the largest object wins (on equal
+    areas, the later one), as in the loop."""
+    device = torch.device(device)
+    n, height, width = len(targets), *image_size
+    target = torch.zeros(n * grid * grid, 5 + num_classes, device=device)
+    if n == 0 or sum(len(t["boxes"]) for t in targets) == 0:
+        return target.reshape(n, grid, grid, 5 + num_classes)
+    boxes = torch.cat([t["boxes"] for t in targets]).to(device, torch.float32)
+    labels = torch.cat([t["labels"] for t in targets]).to(device)
+    image = _image_index(targets, device)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 / width
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 / height
+    col = (cx * grid).long().clamp(max=grid - 1)
+    row = (cy * grid).long().clamp(max=grid - 1)
+    cell = (image * grid + row) * grid + col
+    # The winner of each cell: the highest rank in the loop's order (area, then position).
+    order = torch.argsort(box_area(boxes), stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=device)
+    best = torch.full((n * grid * grid,), -1, dtype=rank.dtype, device=device)
+    best = best.scatter_reduce(0, cell, rank, reduce="amax")
+    win = best[cell] == rank
+    row_values = torch.stack(
+        [
+            cx * grid - col,
+            cy * grid - row,
+            (boxes[:, 2] - boxes[:, 0]) / width,
+            (boxes[:, 3] - boxes[:, 1]) / height,
+            torch.ones_like(cx),
+        ],
+        1,
+    )
+    one_hot = nn.functional.one_hot(labels, num_classes).float()
+    target[cell[win]] = torch.cat([row_values, one_hot], 1)[win]
+    return target.reshape(n, grid, grid, 5 + num_classes)
 
 
 def _cell_boxes_to_xyxy(xy: torch.Tensor, wh: torch.Tensor, grid: int) -> torch.Tensor:
@@ -134,14 +189,9 @@ class YOLOv1Loss(nn.Module):
     def forward(self, outputs: torch.Tensor, targets: Sequence[dict]) -> torch.Tensor:
         outputs = outputs.float()
         n, s = outputs.shape[0], self.grid
-        target = torch.stack(
-            [
-                encode_yolo_targets(
-                    t["boxes"].cpu(), t["labels"].cpu(), self.num_classes, s, self.image_size
-                )
-                for t in targets
-            ]
-        ).to(outputs.device)
+        target = encode_yolo_batch(
+            targets, self.num_classes, s, self.image_size, device=outputs.device
+        )
         boxes = outputs[..., : 5 * self.b].reshape(n, s, s, self.b, 5)  # x, y, sqrt w, sqrt h, C
         has_object = target[..., 4] > 0  # (N, S, S)
 
