@@ -16,7 +16,8 @@ iterations, where the gradient changes fast.
 
 Run as a script, this module is the data-parallel example of the chapter::
 
-    torchrun --standalone --nproc_per_node=2 -m course.scaling --steps 100
+    torchrun --standalone --nproc_per_node=2 -m course.scaling shapes --steps 100
+    torchrun --standalone --nproc_per_node=2 -m course.scaling hornets --epochs 10
 
 one process per GPU (nccl) or per CPU process (gloo); the DistributedSampler
 gives each process its share of every global minibatch, and DDP averages the
@@ -47,9 +48,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
+from course.config import pick
 from course.data import make_shapes
+from course.data.hornets import load_hornet_data, train_augmentations
+from course.models import resnet18
+from course.models.pretrained import with_imagenet_normalization
 from course.runstate import save_state
-from course.train import evaluate, train_steps
+from course.train import History, evaluate, fit, train_steps
+from course.utils import seed_everything
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DECAYS = ("cosine", "step", "none")
@@ -358,6 +364,36 @@ def choose_backend(cuda_devices: int, local_processes: int) -> tuple[str, str | 
     )
 
 
+def join_process_group() -> torch.device:
+    """Join torchrun's process group and return this process's device.
+
+    nccl and the GPU ``LOCAL_RANK`` when there is one GPU per local process,
+    else gloo on the CPU (with a warning that says what to type).
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend, warning = choose_backend(cuda_devices, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if warning is not None and local_rank == 0:
+        print(f"warning: {warning}", flush=True)
+    dist.init_process_group(backend=backend)
+    if backend != "nccl":
+        return torch.device("cpu")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def rank_zero_first(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 first, then on the other ranks: what rank 0 downloads or
+    generates into a cache, the others then read from it instead of racing to write it."""
+    if dist.get_rank() == 0:
+        result = fn()
+    dist.barrier()
+    if dist.get_rank() != 0:
+        result = fn()
+    return result
+
+
 def train_data_parallel(
     steps: int,
     batch_per_process: int,
@@ -367,7 +403,7 @@ def train_data_parallel(
     out: Path | None,
     samples: int = 2048,
 ) -> None:
-    """Body of ``python -m course.scaling``, run by every process that torchrun starts.
+    """Body of ``python -m course.scaling shapes``, run by every process that torchrun starts.
 
     Each process: joins the process group (nccl on GPUs, gloo on CPU), builds
     the same model, wraps it in DistributedDataParallel, reads its shard of
@@ -377,17 +413,10 @@ def train_data_parallel(
     starts as the first gradient, so the first step is a plain SGD step and
     can be compared exactly with a single-process step.
     """
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    backend, warning = choose_backend(cuda_devices, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    use_cuda = backend == "nccl"
-    if warning is not None and local_rank == 0:
-        print(f"warning: {warning}", flush=True)
-    dist.init_process_group(backend=backend)
+    device = join_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
+    use_cuda = device.type == "cuda"
+    local_rank = device.index or 0
 
     model = ddp_example_model().to(device)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
@@ -449,6 +478,86 @@ def train_data_parallel(
     dist.destroy_process_group()
 
 
+def train_resnet18_data_parallel(
+    epochs: int,
+    batch_per_process: int,
+    base_lr: float,
+    base_batch_size: int,
+    warmup_epochs: int,
+    image_size: int,
+    max_images: int | None,
+    imagenet: bool,
+    checkpoint: Path | None,
+) -> History:
+    """Chapter 3's fine-tuning, data-parallel: ``python -m course.scaling hornets``.
+
+    Every process loads the hornet data (rank 0 first: it generates the
+    synthetic set or reads the photos into the cache), builds ResNet18 (with
+    the ImageNet weights when ``imagenet``, downloaded by rank 0 first) with a
+    new 2-class head, and calls ``course.train.fit``, which under torchrun
+    wraps the model in DistributedDataParallel, shards the minibatches, averages
+    the metrics, checkpoints from rank 0 and resumes on every rank. The
+    learning rate follows the linear scaling rule for the global minibatch
+    ``batch_per_process x processes``, with ``warmup_epochs`` of linear warmup,
+    then a cosine. BatchNorm normalises over each process's own minibatch, as in
+    Goyal et al. (32 images per GPU); ``nn.SyncBatchNorm`` would pool the
+    statistics of all GPUs (CUDA only).
+    """
+    device = join_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    # Each process its own random stream (augmentations); DDP copies rank 0's initial weights.
+    seed_everything(rank)
+    scale = pick(smoke=0.2, cpu=0.3, gpu=1.0)  # chapter 3's synthetic set, when no photos
+    data = rank_zero_first(
+        lambda: load_hornet_data(image_size, scale, max_images=max_images, progress=rank == 0)
+    )
+    net = rank_zero_first(lambda: resnet18(2, weights="imagenet" if imagenet else None))
+    model = with_imagenet_normalization(net)
+    train = data.loader("train", batch_per_process, transform=train_augmentations(), shuffle=True)
+    steps_per_epoch = len(train) // world  # fit shards the minibatches over the processes
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(data.train)} training images cannot feed {world} processes with "
+            f"{batch_per_process} images each: lower --batch-per-process"
+        )
+    global_batch = batch_per_process * world
+    lr = linear_scaled_lr(base_lr, global_batch, base_batch_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    scheduler = warmup_schedule(
+        optimizer, warmup_epochs * steps_per_epoch, epochs * steps_per_epoch, decay="cosine"
+    )
+    if rank == 0:
+        print(
+            f"{world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+            f"{batch_per_process} images each: global batch {global_batch}, peak lr {lr:g} "
+            f"({base_lr:g} per {base_batch_size}), {warmup_epochs} warmup epochs; "
+            f"{data.origin}",
+            flush=True,
+        )
+    history = fit(
+        model,
+        train,
+        data.loader("val", 256),
+        epochs=epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=data.weighted_loss(device),
+        device=device,
+        checkpoint_path=checkpoint,
+        progress=False,
+    )
+    if rank == 0:
+        for epoch in range(history.epochs):
+            print(
+                f"epoch {epoch + 1}: train loss {history.train_loss[epoch]:.3f}  "
+                f"val accuracy {history.val_acc[epoch]:.3f}  lr {history.lr[epoch]:.3g}",
+                flush=True,
+            )
+    dist.barrier()
+    dist.destroy_process_group()
+    return history
+
+
 def run_torchrun(
     nproc: int,
     args: Sequence[str],
@@ -478,29 +587,57 @@ def run_torchrun(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrun --standalone --nproc_per_node=N -m course.scaling",
-        description="Data-parallel training of a small CNN with the linear scaling rule.",
+        description="Data-parallel training with the linear scaling rule and warmup.",
     )
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-per-process", type=int, default=32)
-    parser.add_argument("--base-lr", type=float, default=0.4, help="lr for --base-batch-size")
-    parser.add_argument("--base-batch-size", type=int, default=256)
-    parser.add_argument("--warmup-steps", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=2048)
-    parser.add_argument("--out", type=Path, default=None, help="save the final weights here")
+    commands = parser.add_subparsers(dest="command", required=True)
+    small = commands.add_parser("shapes", help="a small CNN, step by step (the DDP exactness demo)")
+    small.add_argument("--steps", type=int, default=100)
+    small.add_argument("--batch-per-process", type=int, default=32)
+    small.add_argument("--base-lr", type=float, default=0.4, help="lr for --base-batch-size")
+    small.add_argument("--base-batch-size", type=int, default=256)
+    small.add_argument("--warmup-steps", type=int, default=10)
+    small.add_argument("--samples", type=int, default=2048)
+    small.add_argument("--out", type=Path, default=None, help="save the final weights here")
+    real = commands.add_parser("hornets", help="ResNet18 on chapter 3's data, with fit")
+    real.add_argument("--epochs", type=int, default=10)
+    real.add_argument("--batch-per-process", type=int, default=32)
+    real.add_argument("--base-lr", type=float, default=0.1, help="lr for --base-batch-size")
+    real.add_argument("--base-batch-size", type=int, default=256)
+    real.add_argument("--warmup-epochs", type=int, default=1)
+    real.add_argument("--image-size", type=int, default=224)
+    real.add_argument("--max-images", type=int, default=None, help="a stratified subset")
+    real.add_argument("--imagenet", action="store_true", help="start from the ImageNet weights")
+    real.add_argument(
+        "--checkpoint", type=Path, default=None, help="written every epoch; resumed when present"
+    )
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
         parser.error(
-            "run me with torchrun, e.g. torchrun --standalone --nproc_per_node=2 -m course.scaling"
+            "run me with torchrun, e.g. "
+            "torchrun --standalone --nproc_per_node=2 -m course.scaling hornets"
         )
-    train_data_parallel(
-        args.steps,
-        args.batch_per_process,
-        args.base_lr,
-        args.base_batch_size,
-        args.warmup_steps,
-        args.out,
-        args.samples,
-    )
+    if args.command == "shapes":
+        train_data_parallel(
+            args.steps,
+            args.batch_per_process,
+            args.base_lr,
+            args.base_batch_size,
+            args.warmup_steps,
+            args.out,
+            args.samples,
+        )
+    else:
+        train_resnet18_data_parallel(
+            args.epochs,
+            args.batch_per_process,
+            args.base_lr,
+            args.base_batch_size,
+            args.warmup_epochs,
+            args.image_size,
+            args.max_images,
+            args.imagenet,
+            args.checkpoint,
+        )
 
 
 if __name__ == "__main__":

@@ -367,9 +367,9 @@ def fit(
     (gradients averaged over the processes during backward), the training loader
     is sharded (:func:`shard`, a new shuffle each epoch), the training metrics are
     averaged over all the samples of all the processes, validation runs on every
-    process on the whole ``val_loader``, rank 0 alone writes the checkpoint and
-    every process resumes from it. The device is then the process's GPU
-    (``LOCAL_RANK``), or the CPU.
+    process on the whole ``val_loader``, rank 0 alone writes the checkpoint (with
+    every process's random state) and every process resumes from it. The device
+    is then the process's GPU (``LOCAL_RANK``), or the CPU.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -400,7 +400,10 @@ def fit(
         history = History.from_dict(state["history"])
         start_epoch = int(state["epoch"])
         best_state = state.get("best_model")
-        restore_rng_state(state["rng"], train_loader)
+        rng = state["rng"]
+        if "per_process" in rng:  # written under torchrun: each process resumes its own stream
+            rng = rng["per_process"][dist.get_rank() % len(rng["per_process"]) if parallel else 0]
+        restore_rng_state(rng, train_loader)
         if progress:
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
 
@@ -451,6 +454,12 @@ def fit(
             compiled_step = first_step if epoch == start_epoch else compiled_step
             postfix["first step (compiling)"] = f"{compiled_step:.1f} s"
         epoch_bar.set_postfix(postfix)
+        if checkpoint_path is not None:
+            rng = capture_rng_state(train_loader)
+            if parallel:  # every process has its own random stream (its augmentations)
+                streams: list[Any] = [None] * dist.get_world_size()
+                dist.all_gather_object(streams, rng)
+                rng = {"per_process": streams}
         if checkpoint_path is not None and (not parallel or dist.get_rank() == 0):
             save_state(
                 checkpoint_path,
@@ -461,7 +470,7 @@ def fit(
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch + 1,
                     "history": history.to_dict(),
-                    "rng": capture_rng_state(train_loader),
+                    "rng": rng,
                     "best_model": best_state,
                 },
             )
