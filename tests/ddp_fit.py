@@ -1,10 +1,13 @@
 """One process of a data-parallel ``fit``, for the tests (``torchrun`` starts two).
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_fit.py \\
-        OUT EPOCHS [CHECKPOINT]
+        OUT EPOCHS [CHECKPOINT [noisy]]
 
 Trains a BN-free model on a fixed data set with ``course.train.fit``: 8 samples
 per process and batch, plain SGD. Rank 0 saves the weights and the history to OUT.
+With ``noisy``, every sample read gets random noise from its process's own random
+stream (seeded with the rank), as augmentations do: what a resumed run must restore
+on every process.
 """
 
 import sys
@@ -31,10 +34,25 @@ def model() -> nn.Module:
     return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
-def main(out: str, epochs: int, checkpoint: str | None) -> None:
+class Noisy(torch.utils.data.Dataset):
+    def __init__(self, base: TensorDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return x + 0.3 * torch.randn(x.shape), y
+
+
+def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> None:
     dist.init_process_group("gloo")
-    net = model()
-    loader = DataLoader(data(), batch_size=BATCH_PER_PROCESS, shuffle=True)
+    net = model()  # the same initial weights everywhere (model() seeds)
+    torch.manual_seed(dist.get_rank())  # then each process its own random stream
+    loader = DataLoader(
+        Noisy(data()) if noisy else data(), batch_size=BATCH_PER_PROCESS, shuffle=True
+    )
     history = fit(
         net,
         loader,
@@ -51,4 +69,5 @@ def main(out: str, epochs: int, checkpoint: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
+    checkpoint = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None
+    main(sys.argv[1], int(sys.argv[2]), checkpoint, noisy="noisy" in sys.argv[4:])

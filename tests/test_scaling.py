@@ -235,25 +235,3 @@ def test_train_at_batch_size_records_a_divergence_to_the_end():
     assert math.isinf(run.losses[-1]) and run.early_loss_peak() > 1e10
     with pytest.raises(ValueError, match="larger than the 40 samples"):
         train_at_batch_size(model, data, data, batch_size=64, lr=0.1, epochs=1)
-
-
-@pytest.mark.skipif(
-    not loopback_available(), reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox"
-)
-def test_resnet18_on_the_hornets_trains_data_parallel_and_resumes(tmp_path):
-    """``-m course.scaling hornets``: fit under torchrun, 2 gloo processes; a run stopped
-    after one epoch and started again ends with the weights of a run never stopped."""
-    common = ["hornets", "--batch-per-process", "8", "--image-size", "32", "--max-images", "64"]
-    common += ["--base-lr", "0.05", "--base-batch-size", "16", "--warmup-epochs", "1"]
-    straight = run_torchrun(2, [*common, "--epochs", "2", "--checkpoint", str(tmp_path / "a.pt")])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    assert "2 processes (gloo), 8 images each: global batch 16, peak lr 0.05" in straight.stdout
-    assert "epoch 2: train loss" in straight.stdout
-    stopped = run_torchrun(2, [*common, "--epochs", "1", "--checkpoint", str(tmp_path / "b.pt")])
-    assert stopped.returncode == 0, stopped.stderr[-3000:]
-    resumed = run_torchrun(2, [*common, "--epochs", "2", "--checkpoint", str(tmp_path / "b.pt")])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = load_state(tmp_path / "a.pt"), load_state(tmp_path / "b.pt")
-    assert a["epoch"] == b["epoch"] == 2
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)

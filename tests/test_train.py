@@ -384,10 +384,12 @@ def test_fit_under_torchrun_equals_one_process_with_the_global_batch(tmp_path):
 
 @_needs_loopback
 def test_interrupted_torchrun_fit_resumes_to_the_same_weights(tmp_path):
+    """With per-process randomness in the data (as augmentations have): each process
+    must resume its own random stream, not rank 0's."""
     checkpoint = tmp_path / "run.pt"
-    _torchrun(tmp_path / "first.pt", 1, checkpoint)  # stopped after one epoch
-    _torchrun(tmp_path / "resumed.pt", 3, checkpoint)  # run again: resumes at epoch 2
-    _torchrun(tmp_path / "straight.pt", 3)
+    _torchrun(tmp_path / "first.pt", 1, checkpoint, "noisy")  # stopped after one epoch
+    _torchrun(tmp_path / "resumed.pt", 3, checkpoint, "noisy")  # run again: resumes at epoch 2
+    _torchrun(tmp_path / "straight.pt", 3, "-", "noisy")
     resumed, straight = load_state(tmp_path / "resumed.pt"), load_state(tmp_path / "straight.pt")
     for k, v in straight["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0)
