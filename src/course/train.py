@@ -399,7 +399,7 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
         start_epoch = int(state["epoch"])
-        best_state = state.get("best_model")
+        best_state = state.get("best_model") if keep_best is not None else None
         rng = state["rng"]
         if "per_process" in rng:  # written under torchrun: each process resumes its own stream
             rng = rng["per_process"][dist.get_rank() % len(rng["per_process"]) if parallel else 0]
@@ -476,7 +476,7 @@ def fit(
             )
         if checkpoint_path is not None and parallel:
             dist.barrier()  # no process goes on before the checkpoint is complete
-    if best_state is not None:
+    if keep_best is not None and best_state is not None:
         model.load_state_dict(best_state)
         if progress:
             print(
