@@ -102,17 +102,24 @@ def gaussian_radius(det_size: tuple[float, float], min_overlap: float = 0.7) -> 
     """The reference code's radius: a box whose corners move by up to this radius still has
     IoU >= ``min_overlap`` with the true box (three cases, the smallest wins).
     ``det_size`` is (height, width) on the output grid."""
-    height, width = det_size
+    height, width = (torch.tensor(float(v), dtype=torch.float64) for v in det_size)
+    return float(gaussian_radii(height, width, min_overlap))
+
+
+def gaussian_radii(
+    height: torch.Tensor, width: torch.Tensor, min_overlap: float = 0.7
+) -> torch.Tensor:
+    """:func:`gaussian_radius` of many (height, width) pairs at once (float64 tensors)."""
     b1 = height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + math.sqrt(b1**2 - 4 * c1)) / 2
+    r1 = (b1 + (b1**2 - 4 * c1).sqrt()) / 2
     a2, b2 = 4, 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
+    r2 = (b2 + (b2**2 - 4 * a2 * c2).sqrt()) / 2
     a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
-    return min(r1, r2, r3)
+    r3 = (b3 + (b3**2 - 4 * a3 * c3).sqrt()) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
 
 
 def gaussian_2d(radius: int) -> np.ndarray:
@@ -214,7 +221,7 @@ def encode_centernet_batch(
         y1, y2 = boxes[:, 1].clamp(0, height - 1), boxes[:, 3].clamp(0, height - 1)
         w, h = x2 - x1, y2 - y1
         valid = (w > 0) & (h > 0)
-        radius = _gaussian_radius_tensor(h.ceil(), w.ceil()).clamp(min=0).floor()
+        radius = gaussian_radii(h.ceil(), w.ceil()).clamp(min=0).floor()
         center = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).float()
         cell = center.long()  # truncation, as the reference's astype(int32)
         # Each object's (2R+1)^2 patch around its cell, R the largest radius; the
@@ -241,21 +248,6 @@ def encode_centernet_batch(
         "hm": out["hm"].reshape(n, num_classes, height, width),
         **{name: out[name].reshape(n, k, -1).squeeze(-1) for name in ("wh", "reg", "ind", "mask")},
     }
-
-
-def _gaussian_radius_tensor(height: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """:func:`gaussian_radius` of many (height, width) pairs at once (min_overlap 0.7)."""
-    overlap = 0.7
-    b1 = height + width
-    c1 = width * height * (1 - overlap) / (1 + overlap)
-    r1 = (b1 + (b1**2 - 4 * c1).sqrt()) / 2
-    b2 = 2 * (height + width)
-    c2 = (1 - overlap) * width * height
-    r2 = (b2 + (b2**2 - 16 * c2).sqrt()) / 2
-    a3, b3 = 4 * overlap, -2 * overlap * (height + width)
-    c3 = (overlap - 1) * width * height
-    r3 = (b3 + (b3**2 - 4 * a3 * c3).sqrt()) / 2
-    return torch.minimum(torch.minimum(r1, r2), r3)
 
 
 # ---------------------------------------------------------------------------
