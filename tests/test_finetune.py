@@ -10,7 +10,6 @@ from torch import nn
 
 from course.data import hornets
 from course.data.hornets import (
-    ImageTensorDataset,
     find_hornet_images,
     hornet_image_size,
     load_hornet_data,
@@ -19,7 +18,6 @@ from course.data.hornets import (
     make_synthetic_hornets,
     render_hornet_scene,
     stratified_split,
-    train_augmentations,
 )
 from course.finetune import balanced_accuracy, confusion_matrix, param_groups
 from course.models import resnet18
@@ -202,19 +200,6 @@ def test_source_task_has_five_balanced_classes_without_hornets():
     x, y = data.tensors
     assert x.shape == (20, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert torch.bincount(y).tolist() == [4] * 5 and "hornet" not in hornets.DISTRACTORS
-
-
-@pytest.mark.parametrize("randaugment", [False, True])
-def test_augmentations_keep_shape_and_pixel_range(randaugment):
-    torch.manual_seed(0)
-    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    data = ImageTensorDataset(
-        images, torch.zeros(4, dtype=torch.long), train_augmentations(randaugment)
-    )
-    x, _ = data[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    assert 0 <= x.min() and x.max() <= 1
-    assert not torch.equal(x, images[0].float() / 255)
 
 
 def test_photos_are_read_upright_with_their_exif_orientation(tmp_path):

@@ -50,7 +50,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from course.config import pick
 from course.data import make_shapes
-from course.data.hornets import load_hornet_data, train_augmentations
+from course.data.augment import BatchAugmentation
+from course.data.hornets import load_hornet_data
 from course.models import resnet18
 from course.models.pretrained import with_imagenet_normalization
 from course.runstate import save_state
@@ -513,7 +514,7 @@ def train_resnet18_data_parallel(
     )
     net = rank_zero_first(lambda: resnet18(2, weights="imagenet" if imagenet else None))
     model = with_imagenet_normalization(net)
-    train = data.loader("train", batch_per_process, transform=train_augmentations(), shuffle=True)
+    train = data.loader("train", batch_per_process, shuffle=True)
     steps_per_epoch = len(train) // world  # fit shards the minibatches over the processes
     if steps_per_epoch == 0:
         raise ValueError(
@@ -545,6 +546,7 @@ def train_resnet18_data_parallel(
         device=device,
         checkpoint_path=checkpoint,
         progress=False,
+        augment=BatchAugmentation(),  # on each process's device, its own draws
     )
     if rank == 0:
         for epoch in range(history.epochs):

@@ -328,6 +328,7 @@ def fit(
     progress: bool = True,
     compile: bool = False,
     keep_best: str | None = None,
+    augment: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
@@ -358,6 +359,12 @@ def fit(
             (:meth:`History.best_epoch`), not those of the last epoch: the model
             is *chosen* on the validation set, and the test set is left to measure
             it once. The best weights are kept on the CPU and in the checkpoint.
+        augment: ``augment(inputs, targets) -> (inputs, targets)``, applied to every
+            training batch on the device, after its transfer (not to validation):
+            augmentation as batched tensor operations on the GPU, so that the
+            loader only reads and stacks, and the speed does not depend on the
+            number of CPU cores (:class:`course.data.augment.BatchAugmentation`,
+            :class:`course.detection.BatchDetectionAugmentation`).
 
     ``History.data_seconds`` is the time spent waiting for the training loader:
     its share of ``History.seconds`` says whether the GPU starves for data.
@@ -432,6 +439,7 @@ def fit(
             grad_accum_steps,
             progress,
             desc=f"epoch {epoch + 1}/{epochs}",
+            augment=augment,
         )
         history.data_seconds.append(data_seconds)
         history.train_loss.append(train_loss)
@@ -497,6 +505,7 @@ def _train_one_epoch(
     grad_accum_steps: int,
     progress: bool,
     desc: str,
+    augment: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> tuple[float, float, float, float]:
     """One pass over ``loader``: mean training loss and accuracy (NaN if unknown), the
     seconds spent waiting for batches, and the seconds of the first step.
@@ -517,8 +526,13 @@ def _train_one_epoch(
         waiting = time.perf_counter()
         x, y = next(batches)
         data_seconds += time.perf_counter() - waiting
-        x = to_device(x, device, channels_last=device.type == "cuda")
+        channels_last = device.type == "cuda"
+        x = to_device(x, device, channels_last=channels_last and augment is None)
         y = to_device(y, device)
+        if augment is not None:
+            x, y = augment(x, y)
+            if channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
         group_start = (i // grad_accum_steps) * grad_accum_steps
         group_size = min(grad_accum_steps, num_batches - group_start)
         with _autocast(device, amp):

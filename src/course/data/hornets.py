@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from course.config import data_paths, pick
@@ -334,7 +333,9 @@ def stratified_split(
 class ImageTensorDataset(Dataset):
     """uint8 images in memory -> (float image in [0, 1], label), with an optional transform.
 
-    The transform (e.g. :func:`train_augmentations`) gets a float (3, H, W) tensor.
+    The transform, if any, gets a float (3, H, W) tensor: a per-image transform run by
+    the loader (``torchvision.transforms.v2``). Training augmentation is faster as a
+    batch on the device: ``fit(augment=course.data.augment.BatchAugmentation())``.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
@@ -348,45 +349,6 @@ class ImageTensorDataset(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return x, self.labels[i]
-
-
-class GaussianNoise(torch.nn.Module):
-    """Add N(0, sigma^2) noise and clamp to [0, 1] (the slides' *bruit* augmentation)."""
-
-    def __init__(self, sigma: float = 0.03) -> None:
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + self.sigma * torch.randn_like(x)).clamp(0, 1)
-
-
-def train_augmentations(randaugment: bool = False):
-    """The slides' augmentations with ``torchvision.transforms.v2``, on float images in [0, 1].
-
-    Mirror, affine (rotation, translation, scale), colour jitter, noise and
-    random erasing; ``randaugment=True`` replaces the hand-picked geometric
-    and colour ones by RandAugment (which works on uint8 images).
-    """
-    erase = v2.RandomErasing(p=0.25, scale=(0.02, 0.1))
-    if randaugment:
-        return v2.Compose(
-            [
-                v2.ToDtype(torch.uint8, scale=True),
-                v2.RandAugment(),
-                v2.ToDtype(torch.float32, scale=True),
-                erase,
-            ]
-        )
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.85, 1.15)),
-            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
-            GaussianNoise(0.03),
-            erase,
-        ]
-    )
 
 
 def make_insect_source_task(n: int, size: int, seed: int = 0) -> torch.utils.data.TensorDataset:

@@ -3,7 +3,7 @@
 Boxes are (x1, y1, x2, y2) in pixels unless a name says otherwise.
 """
 
-from course.detection.augment import DetectionAugmentation
+from course.detection.augment import BatchDetectionAugmentation, DetectionAugmentation
 from course.detection.boxes import (
     batched_nms,
     box_area,
@@ -28,6 +28,7 @@ from course.detection.metrics import voc_ap, voc_map
 from course.detection.yolo import YOLOv1, YOLOv1Loss, decode_yolo, encode_yolo_targets
 
 __all__ = [
+    "BatchDetectionAugmentation",
     "DetectionAugmentation",
     "CenterNet",
     "CenterNetLoss",

@@ -1,18 +1,77 @@
 """Detection-aware augmentation: the boxes move with the pixels (chapter 7).
 
+One transform (a horizontal flip, then a random scale/crop resized back to a
+square) in two versions: :class:`DetectionAugmentation`, one image at a time
+(the readable one, a ``Dataset`` transform), and
+:class:`BatchDetectionAugmentation`, a whole batch at once on its device, each
+image with its own draws (the fast one, for ``fit(augment=...)``: no Python
+work per image on the CPU). With the same draws they give the same pixels and
+the same boxes (tested); both move the boxes with :func:`crop_flip_boxes`.
+
 Used in chapter 7.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from course.detection.boxes import box_area
+
+MIN_AREA_KEPT = 0.3  # a box with less than 30 % of its area left in the crop is dropped
+
+
+def crop_flip_boxes(
+    boxes: torch.Tensor,
+    flip: torch.Tensor,
+    x0: torch.Tensor,
+    y0: torch.Tensor,
+    cw: torch.Tensor,
+    ch: torch.Tensor,
+    width: int,
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (N, 4) of images ``width`` pixels wide, mirrored where ``flip``, cropped to
+    ``(x0, y0, x0 + cw, y0 + ch)`` and resized to ``size`` x ``size``.
+
+    ``flip``, ``x0``, ``y0``, ``cw`` and ``ch`` are (N,) tensors, or 0-d ones for
+    all the boxes: the draws of each box's image. Returns the new boxes (N, 4),
+    clipped to the crop, and ``keep`` (N,): the boxes with at least
+    :data:`MIN_AREA_KEPT` of their area left.
+    """
+    n, dtype = len(boxes), boxes.dtype
+
+    def column(v: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(v, device=boxes.device).to(dtype).expand(n).reshape(n, 1)
+
+    mirrored = torch.stack([width - boxes[:, 2], width - boxes[:, 0]], 1)
+    flipped = torch.as_tensor(flip, device=boxes.device).bool().expand(n).reshape(n, 1)
+    xs = torch.where(flipped, mirrored, boxes[:, 0::2])
+    boxes = torch.stack([xs[:, 0], boxes[:, 1], xs[:, 1], boxes[:, 3]], 1)
+    area = box_area(boxes)
+    crop_w, crop_h = column(cw), column(ch)
+    x = (boxes[:, 0::2] - column(x0)).clamp(min=0)
+    y = (boxes[:, 1::2] - column(y0)).clamp(min=0)
+    x, y = torch.minimum(x, crop_w), torch.minimum(y, crop_h)
+    boxes = torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1)
+    keep = box_area(boxes) >= MIN_AREA_KEPT * area
+    scale = torch.cat([size / crop_w, size / crop_h], 1).repeat(1, 2)
+    return boxes * scale, keep
+
+
+def _select(target: dict, boxes: torch.Tensor, keep: torch.Tensor) -> dict:
+    """``target`` with new ``boxes``, keeping only the objects where ``keep``."""
+    return {
+        **target,
+        "boxes": boxes[keep],
+        "labels": target["labels"][keep],
+        "difficult": target["difficult"][keep],
+    }
 
 
 class DetectionAugmentation:
     """Horizontal flip and random scale/crop, moving the boxes with the pixels,
-    then a resize to ``size`` x ``size``.
+    then a resize to ``size`` x ``size``, one image at a time.
 
     Boxes that leave the crop are clipped; those with less than 30 % of their
     area left are dropped. Without ``train`` it only resizes.
@@ -33,31 +92,113 @@ class DetectionAugmentation:
     def _uniform(self) -> float:
         return float(torch.rand((), generator=self.generator))
 
+    def draw(self, height: int, width: int) -> tuple[bool, int, int, int, int]:
+        """One image's draws: ``(flip, x0, y0, crop width, crop height)``."""
+        flip = self._uniform() < 0.5
+        scale = self.min_scale + (1.0 - self.min_scale) * self._uniform()
+        cw, ch = int(width * scale), int(height * scale)
+        x0, y0 = int(self._uniform() * (width - cw + 1)), int(self._uniform() * (height - ch + 1))
+        return flip, x0, y0, cw, ch
+
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         _, h, w = image.shape
-        boxes, keep = target["boxes"].clone(), torch.ones(len(target["boxes"]), dtype=torch.bool)
-        if self.train:
-            if self._uniform() < 0.5:
-                image = image.flip(-1)
-                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-            scale = self.min_scale + (1.0 - self.min_scale) * self._uniform()
-            cw, ch = int(w * scale), int(h * scale)
-            x0, y0 = int(self._uniform() * (w - cw + 1)), int(self._uniform() * (h - ch + 1))
-            image = image[:, y0 : y0 + ch, x0 : x0 + cw]
-            area = box_area(boxes)
-            boxes -= torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cw)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ch)
-            keep = box_area(boxes) >= 0.3 * area
-            h, w = ch, cw
-        image = torch.nn.functional.interpolate(
-            image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+        if not self.train:  # a resize: the boxes are scaled, none is clipped or dropped
+            resized = F.interpolate(
+                image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
+            scale = torch.tensor([self.size / w, self.size / h] * 2, dtype=target["boxes"].dtype)
+            return resized[0].clamp(0, 1), {**target, "boxes": target["boxes"] * scale}
+        return self.apply(image, target, self.draw(h, w))
+
+    def apply(
+        self, image: torch.Tensor, target: dict, draws: tuple[bool, int, int, int, int]
+    ) -> tuple[torch.Tensor, dict]:
+        """Flip, crop and resize ``image`` (3, H, W) and its ``target`` with given draws."""
+        flip, x0, y0, cw, ch = draws
+        width = image.shape[-1]
+        if flip:
+            image = image.flip(-1)
+        crop = image[None, :, y0 : y0 + ch, x0 : x0 + cw]
+        image = F.interpolate(
+            crop, size=(self.size, self.size), mode="bilinear", align_corners=False
         )[0]
-        boxes = boxes * torch.tensor([self.size / w, self.size / h] * 2, dtype=boxes.dtype)
-        target = {
-            **target,
-            "boxes": boxes[keep],
-            "labels": target["labels"][keep],
-            "difficult": target["difficult"][keep],
-        }
-        return image.clamp(0, 1), target
+        boxes, keep = crop_flip_boxes(
+            target["boxes"],
+            torch.tensor(flip),
+            torch.tensor(x0),
+            torch.tensor(y0),
+            torch.tensor(cw),
+            torch.tensor(ch),
+            width,
+            self.size,
+        )
+        return image.clamp(0, 1), _select(target, boxes, keep)
+
+
+class BatchDetectionAugmentation:
+    """:class:`DetectionAugmentation`'s flip and scale/crop for a whole batch, on its
+    device: square images (B, 3, S, S), already at the training size, and their list
+    of B targets. Each image draws its own flip and crop; the crop is resized back
+    to S x S.
+
+    The crop is read with ``grid_sample`` at the very positions ``F.interpolate``
+    reads on the cropped image, so that with the same draws both versions give the
+    same pixels. Called as ``augment(images, targets) -> (images, targets)``, the
+    form ``course.train.fit(augment=...)`` applies to every training batch after
+    its transfer. Randomness comes from torch's generator of the batch's device.
+    """
+
+    def __init__(self, min_scale: float = 0.6) -> None:
+        self.min_scale = min_scale
+
+    def draw(self, n: int, size: int, device: torch.device) -> torch.Tensor:
+        """The draws of ``n`` images of ``size`` x ``size``: (n, 5) int64 columns
+        ``(flip, x0, y0, crop width, crop height)``, as :meth:`DetectionAugmentation.draw`."""
+        u = torch.rand(n, 4, device=device, dtype=torch.float64)
+        crop = (size * (self.min_scale + (1.0 - self.min_scale) * u[:, 1])).long()
+        x0 = (u[:, 2] * (size - crop + 1)).long()
+        y0 = (u[:, 3] * (size - crop + 1)).long()
+        return torch.stack([(u[:, 0] < 0.5).long(), x0, y0, crop, crop], 1)
+
+    def __call__(
+        self, images: torch.Tensor, targets: list[dict]
+    ) -> tuple[torch.Tensor, list[dict]]:
+        return self.apply(images, targets, self.draw(len(images), images.shape[-1], images.device))
+
+    def apply(
+        self, images: torch.Tensor, targets: list[dict], draws: torch.Tensor
+    ) -> tuple[torch.Tensor, list[dict]]:
+        """Flip and crop every image and its target with given ``draws`` (B, 5)."""
+        b, _, h, w = images.shape
+        if h != w:
+            raise ValueError(f"expected square images (resize them first), got {h} x {w}")
+        device = images.device
+        flip, x0, y0, cw, ch = draws.to(device).unbind(1)
+
+        def read_at(start: torch.Tensor, length: torch.Tensor, mirror: torch.Tensor | None):
+            # F.interpolate(align_corners=False) reads output pixel u of a crop of
+            # `length` pixels at (u + 0.5) * length / size - 0.5, clamped to the crop.
+            u = torch.arange(w, device=device, dtype=torch.float64)
+            s = (u + 0.5) * (length[:, None].double() / w) - 0.5
+            s = start[:, None] + torch.minimum(s.clamp(min=0), (length - 1)[:, None].double())
+            if mirror is not None:  # the crop was taken from the mirrored image
+                s = torch.where(mirror[:, None].bool(), w - 1 - s, s)
+            return ((2 * s + 1) / w - 1).to(images.dtype)  # grid_sample's [-1, 1]
+
+        gx, gy = read_at(x0, cw, flip), read_at(y0, ch, None)
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
+        out = F.grid_sample(images, grid, mode="bilinear", align_corners=False).clamp(0, 1)
+
+        counts = [len(t["boxes"]) for t in targets]
+        owner = torch.repeat_interleave(
+            torch.arange(b, device=device), torch.tensor(counts, device=device)
+        )
+        boxes = torch.cat([t["boxes"].to(device).reshape(-1, 4) for t in targets])
+        boxes, keep = crop_flip_boxes(
+            boxes, flip[owner], x0[owner], y0[owner], cw[owner], ch[owner], w, w
+        )
+        out_targets = [
+            _select(t, b_, k_)
+            for t, b_, k_ in zip(targets, boxes.split(counts), keep.split(counts), strict=True)
+        ]
+        return out, out_targets
