@@ -188,3 +188,13 @@ def test_fit_augments_training_batches_on_the_device_and_never_validation():
     )
     assert seen == [("cpu", 8)] * 10  # 5 training batches per epoch, no validation batch
     assert torch.isfinite(model.weight).all()
+
+
+def test_augmentation_benchmark_runs_at_a_small_size():
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "augmentation.py"
+    main = runpy.run_path(str(script), run_name="benchmark")["main"]
+    results = main(["--device", "cpu", "--batch", "4", "--image-size", "32", "--repeats", "1"])
+    assert len(results) == 4 and all(s > 0 for s in results.values())
