@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -75,3 +76,34 @@ def test_every_number_the_text_glues_is_glued_by_the_same_notebook(path):
     assert not quoted - set(glued), f"{path.name}: the text quotes unglued keys"
     assert not set(glued) - quoted, f"{path.name}: glued but never quoted"
     assert len(glued) == len(set(glued)), f"{path.name}: a key glued twice"
+
+
+def _bib_first_authors() -> dict[str, str]:
+    """Citation key -> the first author's surname, from book/references.bib."""
+    text = (ROOT / "book" / "references.bib").read_text()
+    entries = re.findall(r"@\w+\{(\w+),(.*?)\n\}", text, flags=re.S)
+    authors = {}
+    for key, body in entries:
+        author = re.search(r"author\s*=\s*\{(.*?)\},?\n", body, flags=re.S)
+        assert author, f"references.bib: {key} has no author"
+        authors[key] = author.group(1).split(",")[0].split(" and ")[0].strip("{} ")
+    return authors
+
+
+def _markdown(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_work_named_in_the_prose_is_cited_from_the_bibliography(path):
+    """Each {cite} key is in references.bib, and each "Name et al." / "Name & Name" of
+    the prose is the first author of a cited work of this notebook."""
+    authors = _bib_first_authors()
+    text = _markdown(path)
+    cited = set(re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text))
+    cited = {key.strip() for group in cited for key in group.split(",")}
+    assert not cited - authors.keys(), f"not in references.bib: {cited - authors.keys()}"
+    named = set(re.findall(r"\b([A-Z][a-z]+) (?:et al\.|& [A-Z][a-z]+)", text))
+    cited_authors = {authors[key] for key in cited}
+    assert not named - cited_authors, f"named without a citation: {named - cited_authors}"
