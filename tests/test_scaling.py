@@ -235,3 +235,20 @@ def test_train_at_batch_size_records_a_divergence_to_the_end():
     assert math.isinf(run.losses[-1]) and run.early_loss_peak() > 1e10
     with pytest.raises(ValueError, match="larger than the 40 samples"):
         train_at_batch_size(model, data, data, batch_size=64, lr=0.1, epochs=1)
+
+
+def test_synced_batch_norm_statistics_are_those_of_the_whole_batch():
+    from course.scaling import synced_batch_norm_statistics
+
+    g = torch.Generator().manual_seed(0)
+    batch = 3 + 2 * torch.randn(24, 5, 4, 4, generator=g, dtype=torch.float64)
+    shards = batch.split([4, 8, 12])  # unequal per-process minibatches
+    mean, var = synced_batch_norm_statistics(shards)
+    bn = torch.nn.BatchNorm2d(5, momentum=1.0, dtype=torch.float64).train()
+    expected = bn(batch)
+    torch.testing.assert_close(mean, bn.running_mean)
+    torch.testing.assert_close(var * 24 * 16 / (24 * 16 - 1), bn.running_var)  # unbiased
+    synced = (shards[1] - mean[:, None, None]) / torch.sqrt(var[:, None, None] + bn.eps)
+    torch.testing.assert_close(synced, expected[4:12])
+    local = torch.nn.functional.batch_norm(shards[1], None, None, training=True)
+    assert not torch.allclose(local, expected[4:12])  # per-process BN differs

@@ -202,6 +202,25 @@ def accumulated_gradients(
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
+def synced_batch_norm_statistics(
+    shards: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance of the union of the processes' minibatches
+    ``shards`` (each (N_i, C, H, W)), computed as ``nn.SyncBatchNorm`` does it: each
+    process contributes its count, sum and sum of squares, which an all-reduce adds up.
+
+    Plain BN under DDP normalises every process's minibatch with that minibatch's own
+    statistics; SyncBatchNorm with these, the same on every process: exactly the
+    statistics of one big batch. (It runs on CUDA only; this is what it computes.)
+    """
+    counts = torch.stack([torch.tensor(float(s.numel() // s.shape[1])) for s in shards])
+    sums = torch.stack([s.sum(dim=(0, 2, 3)) for s in shards])  # what is all-reduced
+    squares = torch.stack([(s * s).sum(dim=(0, 2, 3)) for s in shards])
+    n = counts.sum()
+    mean = sums.sum(0) / n
+    return mean, squares.sum(0) / n - mean * mean
+
+
 # ---------------------------------------------------------------------------
 # The batch-size experiment
 # ---------------------------------------------------------------------------
