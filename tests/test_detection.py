@@ -425,3 +425,19 @@ def test_batch_encoders_handle_a_batch_without_objects():
     batch = encode_centernet_batch(empty, 4, (16, 16))
     assert batch["hm"].shape == (2, 4, 16, 16) and batch["mask"].shape == (2, 128)
     assert batch["hm"].sum() == 0 and batch["mask"].sum() == 0
+
+
+def test_anchor_boxes_tile_every_cell_with_every_size_and_ratio():
+    from course.detection import anchor_boxes, box_area, xyxy_to_cxcywh
+
+    anchors = anchor_boxes(3, 16, sizes=(8, 32), aspect_ratios=(0.5, 1.0, 2.0))
+    assert anchors.shape == (3 * 3 * 2 * 3, 4)
+    cxcywh = xyxy_to_cxcywh(anchors).reshape(3, 3, 6, 4)
+    torch.testing.assert_close(cxcywh[1, 2, :, :2], torch.tensor([[40.0, 24.0]]).expand(6, 2))
+    torch.testing.assert_close(box_area(anchors[:6]), torch.tensor([64.0] * 3 + [1024.0] * 3))
+    ratios = cxcywh[0, 0, :, 2] / cxcywh[0, 0, :, 3]
+    torch.testing.assert_close(ratios, torch.tensor([0.5, 1.0, 2.0] * 2))
+    # SSD300: 8732 default boxes over its six feature maps (Liu et al., 2016)
+    maps = [(38, 4), (19, 6), (10, 6), (5, 6), (3, 4), (1, 4)]
+    total = sum(len(anchor_boxes(g, 300 / g, [1.0] * (k // 2), [1.0, 2.0])) for g, k in maps)
+    assert total == 8732

@@ -5,6 +5,7 @@ Boxes are (x1, y1, x2, y2) in pixels unless a name says otherwise.
 
 from course.detection.augment import BatchDetectionAugmentation, DetectionAugmentation
 from course.detection.boxes import (
+    anchor_boxes,
     batched_nms,
     box_area,
     box_iou,
@@ -34,6 +35,7 @@ __all__ = [
     "CenterNetLoss",
     "YOLOv1",
     "YOLOv1Loss",
+    "anchor_boxes",
     "batched_nms",
     "box_area",
     "box_iou",

@@ -13,6 +13,8 @@ Used in chapter 7.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -95,3 +97,22 @@ def yolo_to_voc(text: str, width: int, height: int) -> tuple[torch.Tensor, torch
     cxcywh = torch.tensor([[float(v) for v in r[1:]] for r in rows], dtype=torch.float64)
     boxes = cxcywh_to_xyxy(cxcywh * torch.tensor([width, height, width, height]))
     return boxes.float(), labels
+
+
+def anchor_boxes(
+    grid: int, stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float]
+) -> torch.Tensor:
+    """The anchors ("default boxes") of a ``grid`` x ``grid`` feature map of stride
+    ``stride`` pixels: at the centre of every cell, one box per (size, aspect ratio),
+    of area ``size**2`` and width / height = ratio (SSD, Faster R-CNN's RPN).
+
+    Returns (grid * grid * len(sizes) * len(aspect_ratios), 4) xyxy boxes, cell by
+    cell in row-major order.
+    """
+    s = torch.tensor(sizes, dtype=torch.float32)[:, None]
+    r = torch.tensor(aspect_ratios, dtype=torch.float32)[None, :]
+    w, h = (s * r.sqrt()).flatten(), (s / r.sqrt()).flatten()  # w * h = size**2
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) * stride
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    cx, cy = cx.reshape(-1, 1), cy.reshape(-1, 1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4)
