@@ -9,6 +9,7 @@ from torchvision.transforms.v2 import functional as TF
 from course.data import augment as A
 from course.detection import BatchDetectionAugmentation, DetectionAugmentation
 from course.train import fit
+from tests.test_detection import _random_targets
 
 
 def _images(n=4, h=20, w=28, seed=0):
@@ -102,27 +103,10 @@ def test_random_affine_and_erasing_draw_within_their_ranges():
     assert (rows - 20).abs().max() >= 3  # and it does move
 
 
-def _targets(seed, n_images, size):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n_images):
-        n = [0, 1, 3, 5][i % 4]
-        xy = torch.rand(n, 2, generator=g) * size
-        wh = torch.rand(n, 2, generator=g) * size / 2
-        out.append(
-            {
-                "boxes": torch.cat([xy, xy + wh], 1),
-                "labels": torch.arange(n),
-                "difficult": torch.rand(n, generator=g) < 0.3,
-            }
-        )
-    return out
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batch_detection_augmentation_equals_the_per_image_one(seed):
     size = 48
-    images, targets = _images(8, size, size, seed), _targets(seed, 8, size)
+    images, targets = _images(8, size, size, seed), _random_targets(seed, 8, size)
     batch = BatchDetectionAugmentation(min_scale=0.5)
     torch.manual_seed(seed)
     draws = batch.draw(8, size, torch.device("cpu"))
@@ -163,7 +147,7 @@ def test_batch_detection_augmentation_moves_the_boxes_with_the_pixels():
 
 def test_batch_detection_augmentation_rejects_non_square_batches():
     with pytest.raises(ValueError, match="square"):
-        BatchDetectionAugmentation()(torch.zeros(2, 3, 32, 48), _targets(0, 2, 32))
+        BatchDetectionAugmentation()(torch.zeros(2, 3, 32, 48), _random_targets(0, 2, 32))
 
 
 def test_fit_augments_training_batches_on_the_device_and_never_validation():

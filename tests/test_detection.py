@@ -378,7 +378,8 @@ def test_augmentation_differs_between_workers_and_between_epochs():
 
 def _random_targets(seed, images=6, size=64):
     """Batches with what a loader can hand the loss: empty images, crowded cells (equal
-    boxes, equal areas), boxes over the border, degenerate and tiny boxes."""
+    boxes, equal areas), boxes over the border, degenerate and tiny boxes; the objects of
+    class 3 are marked difficult."""
     g = torch.Generator().manual_seed(seed)
     targets = []
     for i in range(images):
@@ -395,7 +396,7 @@ def _random_targets(seed, images=6, size=64):
             centre = (boxes[0, :2] + boxes[0, 2:]) / 2
             boxes[5] = torch.cat([centre - 1, centre + 1])  # later but smaller: it loses
         labels = torch.randint(0, 4, (n,), generator=g)
-        targets.append({"boxes": boxes, "labels": labels})
+        targets.append({"boxes": boxes, "labels": labels, "difficult": labels == 3})
     return targets
 
 
