@@ -134,3 +134,47 @@ def test_chapter_opens_with_objectives_prerequisites_and_measured_times(path):
     results = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     assert f"| {path.stem[:2]} | {cpu.group(1)} s |" in results, "not the time RESULTS.md records"
     assert any("## Summary" in "".join(c["source"]) for c in _cells(path))
+
+
+EXERCISE = re.compile(r"^::::\{exercise\} (\d+\.\d+)\n:label: (\S+)\n:nonumber:\n", re.M)
+SOLUTION_START = re.compile(r"^```\{solution-start\} (\S+)\n:class: dropdown\n```", re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_has_a_hint_and_a_solution_that_runs(path):
+    """After '## Exercises': each exercise (a sphinx-exercise ``exercise`` with a folded
+    Hint) is followed by its gated solution (``solution-start`` ... ``solution-end``,
+    folded on the site) holding at least one code cell, which nbval runs; labels are
+    ``chN-exK`` and titles ``N.K`` (sphinx-exercise would number them across the whole
+    book), in order, and nothing else sits between the exercises."""
+    cells = _cells(path)
+    start = next(i for i, c in enumerate(cells) if "## Exercises" in "".join(c["source"]))
+    chapter = int(path.name[:2])
+    number, i = 0, start + 1
+    while i < len(cells):
+        source = "".join(cells[i]["source"])
+        match = EXERCISE.match(source)
+        assert match and cells[i]["cell_type"] == "markdown", (
+            f"{path.name} cell {i}: an exercise expected after '## Exercises'"
+        )
+        number += 1
+        label = f"ch{chapter}-ex{number}"
+        assert match[2] == label, f"{path.name}: exercise {number} is labelled {match[2]}"
+        assert match[1] == f"{chapter}.{number}", f"{label} is titled {match[1]}"
+        assert ":::{admonition} Hint\n:class: dropdown\n" in source, f"{label} has no hint"
+        assert source.rstrip().endswith(":::\n::::"), f"{label}: close the hint, then the exercise"
+        opening = "".join(cells[i + 1]["source"])
+        assert SOLUTION_START.match(opening) and SOLUTION_START.match(opening)[1] == label, (
+            f"{label}: its solution must follow it (solution-start {label}, folded)"
+        )
+        end = next(
+            j for j in range(i + 2, len(cells)) if "{solution-end}" in "".join(cells[j]["source"])
+        )
+        inside = cells[i + 2 : end]
+        assert inside and all(c["cell_type"] == "code" for c in inside), (
+            f"{label}: the solution's code cells sit between solution-start and solution-end"
+        )
+        assert all("".join(c["source"]).strip() for c in inside), f"{label}: empty code cell"
+        assert "".join(cells[end]["source"]).rstrip().endswith("```{solution-end}\n```"), label
+        i = end + 1
+    assert number >= 3, f"{path.name} has {number} exercises"
