@@ -36,7 +36,7 @@ EXPECTED = {
         r"data: real photos from .*/data/hornets",
         r"hornets: \d+ test images at 64 px",
         r"photo: ImageNet ResNet18 on \(3, 224, 224\)",
-        r"targeted PGD \d/255: gibbon",
+        r"targeted PGD \d/255: gibbon \d",
     ],
     "07_detection": [
         r"Pascal VOC 2007 in .*/data: 32 training and 16 validation images at 96 px, 20 classes",

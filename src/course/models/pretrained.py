@@ -13,7 +13,7 @@ Chapters 3 (fine-tuning), 4 (attacking the fine-tuned classifier) and 7
 - :func:`with_imagenet_normalization` puts ImageNet's normalisation in front,
   so the model takes [0, 1] images.
 
-Used in chapter 3.
+Used in chapters 3 and 4.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Shapes for a 3x224x224 image (the slides' table)::
 The attribute names are torchvision's, so its state_dict (ImageNet weights
 included) loads with ``strict=True`` and gives identical outputs.
 
-Used in chapters 2, 3, 5, 6 and 7.
+Used in chapters 2, 3, 4, 5, 6 and 7.
 """
 
 from __future__ import annotations
