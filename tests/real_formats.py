@@ -42,7 +42,7 @@ def stage_hornet_photos(folder: Path, presence: int = 48, absence: int = 72) -> 
         (folder / cls).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             scene = render_hornet_scene(
-                10_000 + 2 * i + (cls == "presence"), cls == "presence", 256
+                10_000 + 2 * i + (cls == "presence"), cls == "presence", 128
             )
             width, height = CAMERA_SIZES[i % len(CAMERA_SIZES)]
             photo = scene.resize((width, height), Image.BILINEAR)
@@ -142,7 +142,7 @@ def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int 
     return folder
 
 
-def stage_imagenet_weights(torch_home: Path, samples: int = 500, epochs: int = 2) -> Path:
+def stage_imagenet_weights(torch_home: Path, samples: int = 256, epochs: int = 2) -> Path:
     """A torchvision-keyed ResNet18 state dict (1000-class head) where torchvision caches
     IMAGENET1K_V1, pretrained by the package on its synthetic insect task."""
     model = pretrain_on_synthetic(32, samples, epochs, device="cpu", progress=False)
