@@ -17,11 +17,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # ruff (lint and format), then unit tests, the real-path rehearsal, book checks and
-# every notebook under the smoke profile.
+# every notebook under the smoke profile. One pytest worker per core, each with one
+# thread: the small models of the smoke profile gain little from a second thread. A
+# file (a notebook's cells share one kernel) stays on one worker; the longest file (the
+# real-path rehearsal) is listed first and kept first, so that short ones fill the end.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests benchmarks book/_ext
-	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
+	COURSE_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_real_path.py notebooks tests -n auto --dist loadfile --no-loadscope-reorder --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
 
 # The real-browser test of the site (tests/test_site.py) drives the system Chromium.
 # Installed here when missing and possible (root with apt); otherwise that test skips.

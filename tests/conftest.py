@@ -1,5 +1,7 @@
 import email.message
+import fcntl
 import io
+import os
 import subprocess
 import sys
 import urllib.error
@@ -65,7 +67,21 @@ def built_book(tmp_path_factory) -> Path:
     jb = Path(sys.executable).parent / "jupyter-book"
     if not jb.exists():
         pytest.skip("jupyter-book is not installed (pip install -e '.[dev]')")
-    out = tmp_path_factory.mktemp("book")
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _build_book(jb, tmp_path_factory.mktemp("book"))
+    # pytest -n: the workers share the session's temporary folder; the first builds
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "book.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        html = shared / "book" / "_build" / "html"
+        if not (shared / "book.built").exists():
+            _build_book(jb, shared / "book")
+            (shared / "book.built").touch()
+    return html
+
+
+def _build_book(jb: Path, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
     # Unexecuted notebooks have no glued values; test_notebooks_static checks the keys.

@@ -84,3 +84,34 @@ def test_generated_data_sets_are_keyed_by_parameters_and_generator_version(tmp_p
     assert voc.make_synthetic_voc(**{**small, "textured": False}) != root
     monkeypatch.setattr(voc, "GENERATOR_VERSION", voc.GENERATOR_VERSION + 1)
     assert voc.make_synthetic_voc(**small) != root
+
+
+def _generate_both(root):
+    from course.data.hornets import make_synthetic_hornets
+    from course.data.voc import make_synthetic_voc
+
+    make_synthetic_hornets(root, scale=0.05, size=32, progress=False)
+    make_synthetic_voc(root, num_train=40, num_val=10, size=32, progress=False)
+
+
+def test_two_processes_generating_the_same_data_set_at_once(tmp_path):
+    """Two notebooks (or two test workers) may generate the same synthetic folder at the
+    same time: every file ends complete, and no temporary file is left for a reader."""
+    import multiprocessing
+
+    from PIL import Image
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_generate_both, args=(tmp_path,)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.startswith(".") or ".tmp" in p.name]
+    images = [p for p in files if p.suffix in (".png", ".jpg")]
+    assert len(images) >= 100
+    for path in images:
+        with Image.open(path) as image:
+            image.load()  # a truncated or half-overwritten file raises here

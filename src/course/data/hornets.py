@@ -199,9 +199,10 @@ def make_synthetic_hornets(
         path = folder / cls / f"{cls}_{i:05d}.png"
         if not path.exists():
             image_seed = seed * 1_000_003 + (i * 2 + (cls == "presence"))
-            tmp = path.with_suffix(".tmp.png")
-            render_hornet_scene(image_seed, cls == "presence", size).save(tmp)
-            os.replace(tmp, path)  # never leave a half-written image behind
+            # never a half-written image, even with two notebooks generating at once
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            render_hornet_scene(image_seed, cls == "presence", size).save(tmp, format="PNG")
+            os.replace(tmp, path)
     return folder
 
 

@@ -320,8 +320,12 @@ def make_synthetic_voc(
         image, boxes, labels, difficult = render_voc_scene(
             seed * 1_000_003 + int(image_id), size, textured=textured
         )
-        image.save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
-        tmp = xml.with_suffix(".tmp")
+        # temporary names of this process: two notebooks may generate at once
+        jpeg = folder / "JPEGImages" / f"{image_id}.jpg"
+        tmp = jpeg.with_name(f".{jpeg.name}.{os.getpid()}.tmp")
+        image.save(tmp, format="JPEG", quality=95)
+        os.replace(tmp, jpeg)
+        tmp = xml.with_name(f".{xml.name}.{os.getpid()}.tmp")
         write_voc_xml(tmp, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SHAPE_CLASSES)
         os.replace(tmp, xml)  # the xml is written last: its presence means "complete"
     for split, names in (*ids.items(), ("trainval", ids["train"] + ids["val"])):
