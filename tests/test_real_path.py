@@ -5,8 +5,9 @@ has photos and Pascal VOC on disk. :mod:`tests.real_formats` stages all of it
 in those formats (no network); each chapter then runs under the smoke profile
 with ``COURSE_DATA`` and ``TORCH_HOME`` pointing there, and must say that it
 took the real branch, at the sizes that branch uses, with every assert of the
-notebook passing (of the exercises, those whose solution branches on the real
-data). ``make test`` runs it; ``--durations`` shows each chapter's time.
+notebook passing (but those of the sections on the synthetic shapes, and of the
+exercises those whose solution does not branch on the real data: the notebook pass
+runs them). ``make test`` runs it; ``--durations`` shows each chapter's time.
 """
 
 import json
@@ -55,12 +56,32 @@ def staged(tmp_path_factory):
 #: What a solution's code names when it branches on the real data.
 REAL_BRANCH = re.compile(r"\bdata\.real\b|\breal_voc\b")
 
+#: Sections that work on the synthetic shapes whatever the data: the notebook pass runs
+#: them, and nothing after them reads what they compute.
+SHAPES_ONLY = {
+    "04_adversarial_fgsm": ("## 5. An adversarial patch", "## 6. A defence"),
+}
 
-def _chapter_and_its_real_solutions(nb):
-    """The chapter's cells, and of its exercises only those whose solution branches on the
-    real data: the others are the same on either data and run in the notebook pass."""
+
+def _without_sections(cells, headings):
+    """``cells`` without the sections (a heading to the next ``## ``) named by ``headings``."""
+    kept, skipping, found = [], False, set()
+    for cell in cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            skipping = cell.source.startswith(headings)
+            found |= {h for h in headings if cell.source.startswith(h)}
+        if not skipping:
+            kept.append(cell)
+    assert found == set(headings), f"no section {set(headings) - found}: update SHAPES_ONLY"
+    return kept
+
+
+def _chapter_and_its_real_solutions(nb, name: str):
+    """The chapter's cells but its SHAPES_ONLY sections, and of its exercises only those
+    whose solution branches on the real data: the others are the same on either data and
+    run in the notebook pass."""
     start = next(i for i, c in enumerate(nb.cells) if "## Exercises" in c.source)
-    kept, group = nb.cells[: start + 1], []
+    kept, group = _without_sections(nb.cells[: start + 1], SHAPES_ONLY.get(name, ())), []
     for cell in nb.cells[start + 1 :]:
         group.append(cell)
         if "{solution-end}" in cell.source:
@@ -76,7 +97,7 @@ def _run(name: str, env: dict[str, str], workdir) -> str:
     in a kernel that sees ``env``; return its text outputs (stdout, stderr and text
     results), joined."""
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    nb = _chapter_and_its_real_solutions(nb)
+    nb = _chapter_and_its_real_solutions(nb, name)
     km = KernelManager(transport="ipc", ip=str(workdir / "kernel"))  # works with no network
     saved = dict(os.environ)
     os.environ.update({**env, "COURSE_PROFILE": "smoke"})
