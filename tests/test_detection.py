@@ -301,13 +301,13 @@ def test_yolo_loss_is_zero_for_the_perfect_output_and_trains():
     torch.testing.assert_close(out[..., 10:].sum(-1), torch.ones(1, 4, 4))
     # the loss's gradient trains the network: 30 steps on one image divide it by 5
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = float(loss_fn(model(image), targets))
+    first = loss_fn(model(image), targets).item()
     for _ in range(30):
         loss = loss_fn(model(image), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss_fn(model.eval()(image), targets)) < first / 5
+    assert loss_fn(model.eval()(image), targets).item() < first / 5
 
 
 def test_batched_nms_equals_torchvision():
