@@ -51,6 +51,50 @@ def _widgets_stand_in() -> None:
         sys.modules["ipywidgets"] = stub
 
 
+def execute_cells(
+    path: Path,
+    namespace: dict | None = None,
+    compile_cell=None,
+    on_error=None,
+    report=None,
+) -> None:
+    """Run ``path``'s code cells in order in one namespace, with matplotlib's Agg
+    backend and the widgets stand-in; the install cell is skipped.
+
+    ``compile_cell(index, source)`` compiles a cell (default: as written);
+    ``on_error(index, exception)``, when given, is called for a cell that raises and
+    the run goes on (default: the exception propagates); ``report(index, seconds)``
+    is called after each cell.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.show = lambda *args, **kwargs: plt.close("all")
+    _widgets_stand_in()
+    cells = json.loads(path.read_text())["cells"]
+    namespace = {"__name__": "__main__", **(namespace or {})}
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or 'find_spec("course")' in source:
+            continue
+        start = time.perf_counter()
+        code = (
+            compile_cell(i, source)
+            if compile_cell
+            else compile(source, f"{path.name}[cell {i}]", "exec")
+        )
+        try:
+            exec(code, namespace)
+        except Exception as error:
+            if on_error is None:
+                raise
+            on_error(i, error)
+        if report is not None:
+            report(i, time.perf_counter() - start)
+
+
 def execute(path: Path) -> None:
     """Run one notebook's code cells in this process (called in a subprocess)."""
     import course.train
@@ -63,22 +107,9 @@ def execute(path: Path) -> None:
         return histories[-1]
 
     course.train.fit = recording_fit  # before any module or cell imports it
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.show = lambda *args, **kwargs: plt.close("all")
-    _widgets_stand_in()
-    cells = json.loads(path.read_text())["cells"]
-    namespace: dict = {"__name__": "__main__"}
-    for i, cell in enumerate(cells):
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or 'find_spec("course")' in source:
-            continue
-        start = time.perf_counter()
-        exec(compile(source, f"{path.name}[cell {i}]", "exec"), namespace)
-        print(f"    cell {i}: {time.perf_counter() - start:.1f} s", flush=True)
+    execute_cells(
+        path, report=lambda i, seconds: print(f"    cell {i}: {seconds:.1f} s", flush=True)
+    )
     train = sum(sum(h.seconds) for h in histories)
     wait = sum(sum(h.data_seconds) for h in histories)
     share = f"{100 * wait / train:.0f} %" if train else "-"

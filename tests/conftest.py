@@ -2,7 +2,6 @@ import email.message
 import fcntl
 import io
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -11,7 +10,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 import torch.hub
-import yaml
+
+from tests import book_build
 
 matplotlib.use("Agg")
 
@@ -81,29 +81,6 @@ def built_book(tmp_path_factory) -> Path:
 
 
 def _build_book(jb: Path, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    # Unexecuted notebooks have no glued values; test_notebooks_static checks the keys.
-    config["sphinx"]["config"]["suppress_warnings"].append("mystnb.glue")
-    sphinx = config["sphinx"]  # paths relative to the book, not to this copy of the config
-    sphinx["local_extensions"] = {k: str(ROOT / v) for k, v in sphinx["local_extensions"].items()}
-    sphinx["config"]["html_static_path"] = [
-        str(ROOT / p) for p in sphinx["config"]["html_static_path"]
-    ]
-    (out / "_config.yml").write_text(yaml.safe_dump(config))
-    command = [
-        str(jb),
-        "build",
-        str(ROOT),
-        "--config",
-        str(out / "_config.yml"),
-        "--path-output",
-        str(out),
-        "--warningiserror",
-        "--keep-going",
-        "--quiet",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = book_build.build(out, execute=False, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return out / "_build" / "html"

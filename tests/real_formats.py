@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,20 @@ def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int 
     return folder
 
 
+def as_torchvision_ships(state: dict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """``state`` laid out as torchvision's IMAGENET1K_V1 ResNet files are: saved before
+    BatchNorm had its ``num_batches_tracked`` counter (pytorch/vision#1728), so without
+    those keys and without the per-layer versions that a current ``state_dict()`` records
+    in ``_metadata`` (a plain OrderedDict of tensors)."""
+    return OrderedDict(
+        (k, v.clone()) for k, v in state.items() if not k.endswith("num_batches_tracked")
+    )
+
+
 def stage_imagenet_weights(torch_home: Path, samples: int = 256, epochs: int = 2) -> Path:
     """A torchvision-keyed ResNet18 state dict (1000-class head) where torchvision caches
-    IMAGENET1K_V1, pretrained by the package on its synthetic insect task."""
+    IMAGENET1K_V1, pretrained by the package on its synthetic insect task, in the layout of
+    the real file (:func:`as_torchvision_ships`)."""
     model = pretrain_on_synthetic(32, samples, epochs, device="cpu", progress=False)
     state = model.state_dict()
     generator = torch.Generator().manual_seed(0)
@@ -155,7 +167,7 @@ def stage_imagenet_weights(torch_home: Path, samples: int = 256, epochs: int = 2
     state["fc.weight"], state["fc.bias"] = fc_weight, fc_bias
     path = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    torch.save(as_torchvision_ships(state), path)
     return path
 
 

@@ -84,3 +84,31 @@ def test_data_folder_is_the_same_from_the_root_and_from_notebooks(monkeypatch, t
     assert data_root() == tmp_path.resolve() / "data"
     monkeypatch.setenv("COURSE_DATA", "relative/folder")
     assert data_root() == tmp_path.resolve() / "relative" / "folder"
+
+
+def test_course_seed_shifts_every_draw_and_keeps_draws_apart(monkeypatch):
+    from course.config import run_seed
+    from course.data import make_shapes
+    from course.utils import seed_everything
+
+    monkeypatch.delenv("COURSE_SEED", raising=False)
+    assert [run_seed(k) for k in (0, 1, 100)] == [0, 1, 100]  # unset: the book's seeds
+    book = make_shapes(8, image_size=16, seed=0).tensors[0]
+    first = seed_everything(0)
+    book_weights = torch.nn.Linear(3, 3).weight.detach().clone()
+
+    monkeypatch.setenv("COURSE_SEED", "1")
+    shifted = {run_seed(k) for k in (0, 1, 2, 100, 101)}
+    assert shifted.isdisjoint({0, 1, 2, 100, 101}) and len(shifted) == 5
+    assert not torch.equal(make_shapes(8, image_size=16, seed=0).tensors[0], book)
+    other = seed_everything(0)
+    assert not torch.equal(torch.nn.Linear(3, 3).weight, book_weights)
+    assert torch.rand(1, generator=other) != torch.rand(1, generator=first)
+
+
+def test_a_course_seed_that_is_not_an_integer_says_what_to_set(monkeypatch):
+    from course.config import run_seed
+
+    monkeypatch.setenv("COURSE_SEED", "one")
+    with pytest.raises(ValueError, match="COURSE_SEED='one' is not an integer"):
+        run_seed(0)

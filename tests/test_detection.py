@@ -20,6 +20,7 @@ from course.detection import (
     YOLOv1Loss,
     batched_nms,
     box_iou,
+    clip_boxes_to_image,
     decode_centernet,
     decode_yolo,
     draw_gaussian,
@@ -442,3 +443,48 @@ def test_anchor_boxes_tile_every_cell_with_every_size_and_ratio():
     maps = [(38, 4), (19, 6), (10, 6), (5, 6), (3, 4), (1, 4)]
     total = sum(len(anchor_boxes(g, 300 / g, [1.0] * (k // 2), [1.0, 2.0])) for g, k in maps)
     assert total == 8732
+
+
+def _assert_valid(result: dict, height: int, width: int) -> None:
+    boxes, scores = result["boxes"], result["scores"]
+    assert torch.isfinite(boxes).all()
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()
+    assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= width).all()
+    assert (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= height).all()
+    assert (scores >= 0).all() and (scores <= 1).all()
+
+
+def test_clip_boxes_to_image_is_torchvisions():
+    boxes = torch.randn(50, 4) * 80
+    torch.testing.assert_close(
+        clip_boxes_to_image(boxes, (48, 64)), torchvision.ops.clip_boxes_to_image(boxes, (48, 64))
+    )
+
+
+def test_centernet_decoding_of_hostile_outputs_gives_valid_boxes():
+    """Early in training the size head predicts negative sizes and the offsets anything."""
+    torch.manual_seed(0)
+    n, c, h, w = 2, 3, 8, 12
+    outputs = {
+        "hm": torch.cat([torch.full((1, c, h, w), -40.0), torch.full((1, c, h, w), 40.0)]),
+        "wh": torch.randn(n, 2, h, w) * 30 - 10,  # many negative widths and heights
+        "reg": torch.randn(n, 2, h, w) * 20,  # far outside the cell
+    }
+    outputs["hm"][0, 1, 3, 4] = 5.0  # one clear peak among scores at 0 and 1
+    for result in decode_centernet(outputs, k=50):
+        _assert_valid(result, h * 4, w * 4)
+    for result in decode_centernet(outputs, k=50, image_size=(30, 40)):
+        _assert_valid(result, 30, 40)
+
+
+def test_yolo_decoding_of_hostile_outputs_gives_valid_boxes():
+    torch.manual_seed(0)
+    grid, b, c = 4, 2, 3
+    outputs = torch.randn(2, grid, grid, 5 * b + c) * 5  # offsets, sizes, scores far off
+    outputs[0, ..., 4] = 3.0  # confidences above 1 ...
+    outputs[1, ..., 4::5] = -2.0  # ... and below 0
+    outputs[..., 5 * b :] = torch.randn(2, grid, grid, c) * 4
+    high, low = decode_yolo(outputs, grid, b, (48, 64), score_threshold=0.0)
+    for result in (high, low):
+        _assert_valid(result, 48, 64)
+    assert len(high["boxes"]) > 0 and len(low["boxes"]) == 0  # scores of 0 are not kept

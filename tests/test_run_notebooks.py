@@ -45,3 +45,36 @@ def test_pins_cores_forces_fp16_and_reports_the_data_wait(tmp_path):
     assert "cores 1 amp float16" in result.stdout
     assert "fit: 1 runs" in result.stdout and "data wait" in result.stdout
     assert "tiny.ipynb:" in result.stdout and " ok" in result.stdout
+
+
+def test_claims_dry_run_reports_each_assert_its_spread_and_the_seed_moves_the_draw(tmp_path):
+    """benchmarks/claims.py on its tiny notebook: every assert is a row with its pass
+    count and the spread of what it compares; a cell that raises is a failed row; the
+    glued value differs between seeds (COURSE_SEED moves seed_everything's draw)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "claims.py"),
+            "--dry-run",
+            "--seeds",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]  # the breaking cell fails
+    table = (tmp_path / "claims-smoke.md").read_text()
+    assert "| `0 <= x < 1` | cell 1, line 4 | 3/3 |" in table
+    assert "| `cell 3 runs` | cell 3, raised | 0/3 **FAILS** (RuntimeError" in table
+    assert "`undefined_name > 0`" in table and "NameError" in table
+    assert "| `k < 2 + x` | cell 2, line 2 | 3/3 |" in table  # a loop: one row
+    runs = json.loads((tmp_path / "claims-smoke.json").read_text())
+    xs = {run["seed"]: run["record"]["glued"]["x"] for run in runs}
+    assert sorted(xs) == [0, 1, 2] and len(set(xs.values())) == 3
+    margins = [run["record"]["claims"]["cell 1, line 5"]["margin"] for run in runs]
+    assert all(
+        abs(m - (0.5 - xs[run["seed"]])) < 1e-9 for m, run in zip(margins, runs, strict=True)
+    )

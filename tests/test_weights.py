@@ -19,6 +19,8 @@ from course.models.resnet import (
     imagenet_weights_path,
     load_imagenet_state_dict,
 )
+from course.runstate import check_state_dict_compatible
+from tests.real_formats import as_torchvision_ships
 
 REAL_URL = ResNet18_Weights.IMAGENET1K_V1.url
 
@@ -129,3 +131,96 @@ def test_cache_follows_torch_home_then_xdg_cache_home(tmp_path, monkeypatch):
     assert imagenet_weights_path() == expected
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert imagenet_weights_path() == tmp_path / "th" / "hub" / "checkpoints" / expected.name
+
+
+def _serve(state, web) -> WeightsEnum:
+    """Serve ``state``'s bytes at a URL whose file name carries their SHA-256 prefix."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+
+    class Served(WeightsEnum):
+        V1 = Weights(
+            url=f"https://download.pytorch.org/models/resnet18-{prefix}.pth",
+            transforms=None,
+            meta={},
+        )
+
+    web[Served.V1.url] = data
+    return Served.V1
+
+
+def test_resnet18_loads_the_file_as_torchvision_ships_it_and_matches_torchvision(
+    empty_torch_home, web, monkeypatch
+):
+    """torchvision's ResNet18 file has no num_batches_tracked (it predates the counter):
+    our resnet18 loads it as torch does and computes torchvision's outputs."""
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18()
+    for module in reference.modules():  # running statistics that matter in eval mode
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    shipped = as_torchvision_ships(reference.state_dict())
+    assert not any(k.endswith("num_batches_tracked") for k in shipped)
+    weights = _serve(shipped, web)
+    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: weights)
+
+    ours = resnet18(weights="imagenet").eval()
+    theirs = torchvision.models.resnet18().eval()
+    theirs.load_state_dict(torch.load(imagenet_weights_path(weights), weights_only=True))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    assert int(ours.bn1.num_batches_tracked) == 0  # filled by torch, as for torchvision
+
+
+def test_a_file_with_the_counters_still_loads(empty_torch_home, web, monkeypatch):
+    state = torchvision.models.resnet18().state_dict()
+    state["bn1.num_batches_tracked"].fill_(7)
+    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: _serve(state, web))
+    assert int(resnet18(weights="imagenet").bn1.num_batches_tracked) == 7
+
+
+def _variants() -> dict[str, dict]:
+    modern = torchvision.models.resnet18().state_dict()
+    old = as_torchvision_ships(modern)
+    old_v1 = as_torchvision_ships(modern)
+    old_v1._metadata = {k: {**v, "version": 1} for k, v in modern._metadata.items()}
+    modern_without_counters = as_torchvision_ships(modern)
+    modern_without_counters._metadata = modern._metadata  # BN version 2: the counter is due
+    no_conv = as_torchvision_ships(modern)
+    del no_conv["layer2.0.conv1.weight"]
+    extra = dict(modern, **{"head.weight": torch.zeros(1)})
+    wrong_shape = dict(modern, **{"fc.bias": torch.zeros(10)})
+    return {
+        "modern": modern,
+        "as shipped": old,
+        "BN version 1": old_v1,
+        "version 2 without counters": modern_without_counters,
+        "a conv missing": no_conv,
+        "an extra key": extra,
+        "a wrong shape": wrong_shape,
+    }
+
+
+@pytest.mark.parametrize("case", list(_variants()))
+def test_the_check_accepts_exactly_what_load_state_dict_accepts(case):
+    state = _variants()[case]
+    try:
+        torchvision.models.resnet18().load_state_dict(state, strict=True)
+        torch_accepts = True
+    except RuntimeError:
+        torch_accepts = False
+    try:
+        check_state_dict_compatible(torchvision.models.resnet18(), state)
+        we_accept = True
+    except ValueError as error:
+        we_accept = False
+        message = str(error)
+    assert we_accept == torch_accepts, case
+    if case == "version 2 without counters":
+        assert "missing keys: bn1.num_batches_tracked" in message and "(20 in all)" in message
+    if case == "a conv missing":
+        assert "missing keys: layer2.0.conv1.weight" in message

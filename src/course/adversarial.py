@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course.config import cache_dir, data_paths
+from course.config import cache_dir, data_paths, run_seed
 from course.data.hornets import HornetData, hornet_image_size, load_hornet_data
 from course.models.pretrained import (
     CACHE_VERSION,
@@ -162,7 +162,7 @@ def pgd_attack(steps: int = 10, alpha_ratio: float = 2.5) -> Attack:
             eps,
             alpha=alpha_ratio * eps / steps,
             steps=steps,
-            generator=torch.Generator().manual_seed(0),
+            generator=torch.Generator().manual_seed(run_seed(0)),
         )
 
     return attack
@@ -251,7 +251,7 @@ def train_patch(
     Returns the patch (C, patch_size, patch_size) on the CPU.
     """
     device = torch.device(device) if device is not None else model_device(model)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(run_seed(seed))
     patch = None
     optimizer = None
     with eval_mode(model):
@@ -359,6 +359,7 @@ def cached_hornet_classifier(
         progress=progress,
     )
     weights_key = "imagenet" if imagenet else f"insects{pretrain_samples}x{pretrain_epochs}"
+    weights_key += f"_seed{run_seed(0)}"  # the split, the stand-in and the head's draws
     path = cache_dir() / (
         f"hornet_classifier_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{head_epochs}ep.pt"
     )

@@ -36,6 +36,9 @@ SETTINGS = {
     "TORCH_HOME": "torchvision's cache, where the ImageNet weights are downloaded "
     "(hub/checkpoints/); default: $XDG_CACHE_HOME/torch, i.e. ~/.cache/torch",
     "XDG_CACHE_HOME": "the base of the two caches above when they are not set; default: ~/.cache",
+    "COURSE_SEED": "an integer k: every seed the chapters draw (initial weights, training "
+    "order, generated data, splits, torchrun processes) moves by 1000 k, to see which results "
+    "hold for another draw; default: 0, the seeds the book was written with",
     "COURSE_AMP_DTYPE": "float16 or bfloat16: the mixed-precision dtype on CUDA; default: "
     "bfloat16 where the GPU computes it natively, else float16 (float16 on an H100 "
     "rehearses a T4's numerics)",
@@ -71,6 +74,43 @@ def amp_dtype_override() -> torch.dtype | None:
     if value not in ("float16", "bfloat16"):
         raise ValueError(f"COURSE_AMP_DTYPE={value!r}: use float16 or bfloat16 (or unset it)")
     return getattr(torch, value)
+
+
+#: How far apart the seeds of two values of ``COURSE_SEED`` are: the notebooks draw with
+#: small base seeds (0, 1, 2, 100 + i, ...), so a stride of 1000 keeps every shifted
+#: seed distinct from every other base seed (a shifted training set never equals the
+#: unshifted validation set).
+SEED_STRIDE = 1000
+
+
+def seed_offset() -> int:
+    """``$COURSE_SEED`` (an integer, default 0).
+
+    Raises:
+        ValueError: ``COURSE_SEED`` is not an integer.
+    """
+    value = os.environ.get("COURSE_SEED", "").strip()
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"COURSE_SEED={value!r} is not an integer; set it to 0, 1, 2, ... "
+            "(or unset it for the book's own seeds)."
+        ) from None
+
+
+def run_seed(base: int = 0) -> int:
+    """The seed to use for the draw a chapter numbers ``base`` in this run:
+    ``base + 1000 * COURSE_SEED``.
+
+    Notebooks and the package seed every random draw that is part of an experiment
+    through this function (``seed_everything`` calls it), so ``COURSE_SEED=1`` reruns
+    a chapter on another draw of everything while keeping two draws with different
+    ``base`` distinct. Unset, it returns ``base``: the book's own seeds.
+    """
+    return base + SEED_STRIDE * seed_offset()
 
 
 def pick(*, smoke: T, cpu: T, gpu: T) -> T:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from course.config import run_seed
 from course.data.hornets import HornetData
 from course.models.pretrained import freeze_backbone, with_imagenet_normalization
 from course.models.resnet import ResNet18
@@ -125,7 +126,7 @@ def train_linear_probe(
             batch_size=batch_size,
             shuffle=True,
             drop_last=True,  # as data.loader("train", ...) does: the same steps per epoch
-            generator=torch.Generator().manual_seed(0),
+            generator=torch.Generator().manual_seed(run_seed(0)),
         ),
         DataLoader(val_f, batch_size=512),
         epochs=epochs,

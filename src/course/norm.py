@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from course.config import run_seed
+
 
 def normalize(x: torch.Tensor, dims: Sequence[int], eps: float) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps), mean and biased var taken over ``dims``."""
@@ -396,7 +398,7 @@ def running_estimates(
     batch statistics), to see how momentum and batch size trade the speed of
     convergence against the noise of the estimate. Used by the chapter's widget.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(run_seed(seed))
     bn = BatchNorm2d(1, momentum=momentum)
     history: dict[str, list[float]] = {"running_mean": [], "running_var": [], "batch_mean": []}
     for _ in range(steps):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course.config import run_seed
 from course.models.deep import DeepCNN, init_conv_weights
 
 
@@ -46,7 +47,7 @@ def plain_and_residual(
         raise ValueError(f"num_convs must be odd and >= 3 (stem + blocks), got {num_convs}")
     nets = {}
     for kind, depth in (("plain", num_convs - 1), ("residual", (num_convs - 1) // 2)):
-        torch.manual_seed(seed)
+        torch.manual_seed(run_seed(seed))
         net = DeepCNN(depth, width=width, residual=kind == "residual", batch_norm=batch_norm)
         nets[kind] = init_conv_weights(net, init)
     return nets

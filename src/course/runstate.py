@@ -52,12 +52,38 @@ def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
+def filled_by_batchnorm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> set[str]:
+    """The ``num_batches_tracked`` keys that ``state_dict`` may lack because torch fills them.
+
+    BatchNorm gained the counter in its version 2. When a BatchNorm layer's entry
+    comes from an older file (the state dict's ``_metadata`` gives that layer no
+    version, or a version below 2: torchvision's IMAGENET1K_V1 ResNet weights,
+    or any plain dict), ``load_state_dict`` sets the missing counter itself
+    (``_NormBase._load_from_state_dict``). A file saved by a current
+    ``state_dict()`` records version 2, and then the key must be there.
+    """
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    filled = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.modules.batchnorm._NormBase):
+            continue
+        version = metadata.get(name, {}).get("version")
+        if module.track_running_stats and (version is None or version < 2):
+            filled.add(f"{name}.num_batches_tracked" if name else "num_batches_tracked")
+    return filled
+
+
 def check_state_dict_compatible(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
 ) -> None:
-    """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``."""
+    """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``.
+
+    Accepts exactly what ``model.load_state_dict(state_dict, strict=True)`` accepts,
+    including :func:`filled_by_batchnorm`'s keys: torchvision's ImageNet ResNet
+    files predate BatchNorm's ``num_batches_tracked`` counter, and torch fills it.
+    """
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    missing = sorted(set(expected) - set(state_dict) - filled_by_batchnorm(model, state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong_shape = sorted(
         f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(v.shape)} in the model"

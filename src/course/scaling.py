@@ -48,7 +48,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from course.config import pick
+from course.config import pick, run_seed
 from course.data import make_shapes
 from course.data.augment import BatchAugmentation
 from course.data.hornets import load_hornet_data
@@ -279,7 +279,7 @@ def train_at_batch_size(
     steps_per_epoch = len(train_set) // batch_size  # type: ignore[arg-type]
     if steps_per_epoch == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {len(train_set)} samples")  # type: ignore[arg-type]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(run_seed(seed))
     batches = BatchSampler(RandomSampler(train_set, generator=generator), batch_size, True)
     loader = DataLoader(train_set, sampler=batches, batch_size=None)
     optimizer = torch.optim.SGD(
@@ -327,7 +327,7 @@ def loopback_available() -> bool:
 
 def ddp_example_model(seed: int = 0) -> nn.Module:
     """The small BN-free classifier that every process of the DDP example builds identically."""
-    torch.manual_seed(seed)
+    torch.manual_seed(run_seed(seed))
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1),
         nn.ReLU(),

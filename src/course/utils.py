@@ -5,6 +5,7 @@ Used in every chapter.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils.benchmark as benchmark
 from torch import nn
+
+from course.config import run_seed
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -31,11 +33,13 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and every CUDA device).
+    """Seed Python, NumPy and torch (CPU and every CUDA device) with ``run_seed(seed)``.
 
-    Returns a CPU ``torch.Generator`` seeded the same way, handy for
-    ``DataLoader(generator=...)`` and ``random_split``.
+    ``run_seed`` is ``seed`` itself unless ``$COURSE_SEED`` asks for another draw
+    (:func:`course.config.run_seed`). Returns a CPU ``torch.Generator`` seeded the
+    same way, handy for ``DataLoader(generator=...)`` and ``random_split``.
     """
+    seed = run_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - students' code uses the global NumPy RNG
     torch.manual_seed(seed)
@@ -93,6 +97,21 @@ def _clock() -> float:
     return time.perf_counter()
 
 
+def _quiet_benchmark_module():
+    """``torch.utils.benchmark``, imported without its noise: it imports
+    ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
+    CUDA_HOME=..." on every machine without a GPU, a warning box on every page of the
+    book built on a CPU."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
+
+
 def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
     """Mean wall time, in seconds, of one call of ``fn()`` over ``repeats`` calls.
 
@@ -108,7 +127,7 @@ def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
     """
     if repeats < 1:
         raise ValueError(f"need repeats >= 1, got {repeats}")
-    timer = benchmark.Timer(
+    timer = _quiet_benchmark_module().Timer(
         stmt="fn()", globals={"fn": fn}, timer=_clock, num_threads=torch.get_num_threads()
     )
     return timer.timeit(repeats).mean
@@ -127,4 +146,19 @@ def glue(name: str, value: Any) -> None:
         from myst_nb import glue as myst_glue
     except ImportError:
         return
-    myst_glue(name, value, display=False)
+    myst_glue(name, plain_number(value), display=False)
+
+
+def plain_number(value: Any) -> Any:
+    """A NumPy scalar or a one-element tensor as the Python ``int``/``float``/``bool`` it
+    holds; anything else unchanged.
+
+    The book formats glued values from their text form: ``np.float64(0.147)``
+    (NumPy 2's repr) or ``tensor(0.147)`` cannot be read back as a number, and
+    ``{glue:text}`name:.3f``` then fails the build.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

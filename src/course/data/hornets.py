@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from course.config import data_paths, pick
+from course.config import data_paths, pick, run_seed
 from course.data.scenes import BACKGROUNDS, draw_background, jitter
 
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
@@ -406,7 +406,7 @@ class HornetData:
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=shuffle,
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(run_seed(seed)),
         )
 
     def weighted_loss(self, device: torch.device | str) -> Callable:
@@ -442,6 +442,7 @@ def load_hornet_data(
     ``DATA/synthetic/hornets-v<version>-...`` and reused; it is drawn at twice
     ``image_size`` (64 to 256 px) and downsampled when read.
     """
+    seed = run_seed(seed)  # COURSE_SEED: another synthetic set, subset and split
     paths = data_paths()
     real = paths["hornets"]
     real_photos = real.is_dir()

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from course.config import run_seed
+
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
 
@@ -76,7 +78,7 @@ def make_shapes(
         raise ValueError(f"num_classes must be in 2..{len(SHAPE_CLASSES)}, got {num_classes}")
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(run_seed(seed))  # COURSE_SEED draws another set
     labels = np.arange(n) % num_classes
     rng.shuffle(labels)
     images = np.empty((n, 3, image_size, image_size), dtype=np.float32)

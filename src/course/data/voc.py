@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from course.config import data_paths, data_root
+from course.config import data_paths, data_root, run_seed
 from course.data.scenes import BACKGROUNDS, draw_background
 from course.data.shapes import SHAPE_CLASSES
 
@@ -300,6 +300,7 @@ def make_synthetic_voc(
     :data:`GENERATOR_VERSION`, so a changed generator never serves old files.
     Returns ``root``.
     """
+    seed = run_seed(seed)  # COURSE_SEED draws another set
     if root is None:
         root = data_paths()["synthetic"] / (
             f"voc-v{GENERATOR_VERSION}-{num_train}+{num_val}-{size}px-seed{seed}"

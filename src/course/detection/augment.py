@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from course.config import run_seed
 from course.detection.boxes import box_area
 
 MIN_AREA_KEPT = 0.3  # a box with less than 30 % of its area left in the crop is dropped
@@ -87,7 +88,7 @@ class DetectionAugmentation:
         self, size: int, train: bool = True, min_scale: float = 0.6, seed: int | None = None
     ) -> None:
         self.size, self.train, self.min_scale = size, train, min_scale
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.generator = torch.Generator().manual_seed(run_seed(seed)) if seed is not None else None
 
     def _uniform(self) -> float:
         return float(torch.rand((), generator=self.generator))

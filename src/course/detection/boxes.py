@@ -65,6 +65,15 @@ def batched_nms(
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def clip_boxes_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Boxes (..., 4) xyxy clipped to an image of ``size`` = (height, width), as
+    ``torchvision.ops.clip_boxes_to_image``: x in [0, width], y in [0, height]."""
+    height, width = size
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
+
+
 def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)

@@ -31,6 +31,7 @@ from torch import nn
 
 from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.detection.backbone import detection_backbone
+from course.detection.boxes import clip_boxes_to_image
 from course.models.resnet import ResNet18
 
 STRIDE = 4
@@ -323,7 +324,11 @@ class CenterNetLoss(nn.Module):
 
 @torch.no_grad()
 def decode_centernet(
-    outputs: dict, k: int = 100, stride: int = STRIDE, heatmap_is_logits: bool = True
+    outputs: dict,
+    k: int = 100,
+    stride: int = STRIDE,
+    heatmap_is_logits: bool = True,
+    image_size: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Detections of every image: a list of dicts ``boxes`` (k, 4) xyxy input pixels,
     ``scores`` (k,), ``labels`` (k,), sorted by score.
@@ -331,6 +336,11 @@ def decode_centernet(
     A 3 x 3 max-pool keeps the cells that are local maxima of their heatmap
     (no NMS needed); the top ``k`` over all classes become boxes centred at
     (cell + offset) with the predicted width and height, times the stride.
+
+    Every box is valid: a negative predicted width or height (the size head is a
+    plain regression, and early in training it predicts some) counts as 0, and
+    boxes are clipped to the image, ``image_size`` = (height, width), by default
+    the heatmap's size times the stride.
     """
     heat = torch.sigmoid(outputs["hm"].float()) if heatmap_is_logits else outputs["hm"].float()
     n, c, h, w = heat.shape
@@ -340,7 +350,7 @@ def decode_centernet(
     cells = index % (h * w)
     ys, xs = (cells // w).float(), (cells % w).float()
     reg = gather_at(outputs["reg"].float(), cells)
-    wh = gather_at(outputs["wh"].float(), cells)
+    wh = gather_at(outputs["wh"].float(), cells).clamp(min=0)
     cx, cy = xs + reg[..., 0], ys + reg[..., 1]
     boxes = (
         torch.stack(
@@ -348,4 +358,6 @@ def decode_centernet(
         )
         * stride
     )
+    height, width = image_size if image_size is not None else (h * stride, w * stride)
+    boxes = clip_boxes_to_image(boxes, (height, width))
     return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]

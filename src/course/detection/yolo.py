@@ -30,7 +30,7 @@ from torch import nn
 
 from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.detection.backbone import detection_backbone
-from course.detection.boxes import batched_nms, box_area, cxcywh_to_xyxy
+from course.detection.boxes import batched_nms, box_area, clip_boxes_to_image, cxcywh_to_xyxy
 from course.models.resnet import ResNet18
 
 
@@ -237,15 +237,22 @@ def decode_yolo(
     iou_threshold: float = 0.5,
 ) -> list[dict]:
     """Detections of every image: score = confidence x class probability, boxes in input
-    pixels, then per-class NMS. Returns dicts ``boxes``, ``scores``, ``labels``."""
+    pixels, then per-class NMS. Returns dicts ``boxes``, ``scores``, ``labels``.
+
+    YOLO v1's outputs are linear regressions: a confidence or a class probability
+    outside [0, 1] is clamped into it (so scores lie in [0, 1]), and boxes whose
+    centre or size reach past the image are clipped to it, ``image_size`` =
+    (height, width).
+    """
     n, s = outputs.shape[0], grid
     height, width = image_size
     boxes = outputs[..., : 5 * boxes_per_cell].reshape(n, s, s, boxes_per_cell, 5).float()
-    probs = outputs[..., 5 * boxes_per_cell :].float()
+    probs = outputs[..., 5 * boxes_per_cell :].float().clamp(0, 1)
     xyxy = _cell_boxes_to_xyxy(boxes[..., :2], boxes[..., 2:4] ** 2, s)
     xyxy = xyxy * torch.tensor([width, height, width, height], device=outputs.device)
+    xyxy = clip_boxes_to_image(xyxy, (height, width))
     class_prob, label = probs.max(-1)  # (N, S, S)
-    scores = boxes[..., 4] * class_prob[..., None]  # (N, S, S, B)
+    scores = boxes[..., 4].clamp(0, 1) * class_prob[..., None]  # (N, S, S, B)
     labels = label[..., None].expand_as(scores)
     results = []
     for i in range(n):

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from course.config import cache_dir
+from course.config import cache_dir, run_seed
 from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.data.hornets import DISTRACTORS, GENERATOR_VERSION, make_insect_source_task
 from course.models.resnet import ResNet18, WeightsUnavailableError, imagenet_weights_path, resnet18
@@ -98,6 +98,7 @@ def pretrain_on_synthetic(
     arguments load it (``weights_only=True``). The returned model has the
     source task's 5-class head; call :func:`replace_head`.
     """
+    seed = run_seed(seed)  # COURSE_SEED: another stand-in, as another pretraining run would be
     path = cache_dir() / (
         f"resnet18_insects_v{CACHE_VERSION}.{GENERATOR_VERSION}_{image_size}px_"
         f"{samples}x{epochs}_seed{seed}.pt"

@@ -1,0 +1,117 @@
+"""Build the book into a folder of its own, with ``-W`` (any Sphinx warning fails).
+
+Two builds use it:
+
+- the tests' build (``tests/conftest.py``, ``built_book``): notebooks not executed,
+  for the static checks and the browser test;
+- ``make test``'s executed build, as a user builds the book (``make book``), under the
+  profile and ``COURSE_SEED`` of the environment::
+
+      COURSE_PROFILE=smoke COURSE_SEED=1 python tests/book_build.py _build/smoke
+
+  The notebooks first run in parallel, one per core (jupyter-cache's multiprocess
+  executor), into the jupyter-cache that the build then reads, so the build itself
+  executes nothing. A cell that raises (an ``assert`` that does not hold for this
+  seed), a glued value Sphinx cannot format, or anything a cell writes to stderr
+  (``nb_output_stderr: warn``: a torch warning on a machine without CUDA, say) fails
+  the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(out: Path, execute: bool) -> Path:
+    """A copy of ``_config.yml`` for a build into ``out`` (paths made absolute)."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    sphinx = config["sphinx"]  # paths relative to the book, not to this copy of the config
+    sphinx["local_extensions"] = {k: str(ROOT / v) for k, v in sphinx["local_extensions"].items()}
+    sphinx["config"]["html_static_path"] = [
+        str(ROOT / p) for p in sphinx["config"]["html_static_path"]
+    ]
+    if execute:
+        config["execute"]["cache"] = str(out / "jupyter_cache")
+        sphinx["config"]["nb_output_stderr"] = "warn"  # stderr in a page fails -W
+    else:
+        config["execute"]["execute_notebooks"] = "off"
+        # Unexecuted notebooks have no glued values; test_notebooks_static checks the keys.
+        sphinx["config"]["suppress_warnings"].append("mystnb.glue")
+    path = out / "_config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def build(out: Path, execute: bool = False, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``jupyter-book build`` of the repository into ``out`` with ``-W``."""
+    out.mkdir(parents=True, exist_ok=True)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    command = [
+        str(jb),
+        "build",
+        str(ROOT),
+        "--config",
+        str(write_config(out, execute)),
+        "--path-output",
+        str(out),
+        "--warningiserror",
+        "--keep-going",
+        "--quiet",
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) -> list[str]:
+    """Run ``notebooks`` in parallel into the jupyter-cache at ``cache_path``; returns
+    the ones that failed, with the end of their traceback."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.executors import load_executor
+
+    cache = get_cache(str(cache_path))
+    for notebook in notebooks:
+        cache.add_nb_to_project(str(notebook))
+    executor = load_executor("local-parallel", cache)
+    result = executor.run_and_cache(timeout=timeout)
+    failed = []
+    for uri in result.errored + result.excepted:
+        record = cache.get_project_record(uri)
+        failed.append(f"{uri}\n{(record.traceback or '')[-3000:]}")
+    return failed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="the book, executed, with -W")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per notebook")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    start = time.perf_counter()
+    failed = execute_into_cache(out / "jupyter_cache", notebooks, args.timeout)
+    executed = time.perf_counter() - start
+    settings = {k: os.environ.get(k, "") for k in ("COURSE_PROFILE", "COURSE_SEED")}
+    print(f"executed {len(notebooks)} notebooks in {executed:.0f} s ({settings})", flush=True)
+    if failed:
+        print("\n\n".join(failed))
+        print(f"{len(failed)} notebooks failed under {settings}")
+        return 1
+    result = build(out, execute=True)
+    print(f"book built in {time.perf_counter() - start - executed:.0f} s", flush=True)
+    if result.returncode != 0:
+        print(result.stdout[-6000:] + result.stderr[-6000:])
+        return 1
+    print(f"open {out / '_build' / 'html' / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
