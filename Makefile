@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test unit notebooks lint book book-smoke lab clean browser
+.PHONY: install test test-colab unit notebooks lint book book-smoke lab clean browser
 
 install: $(STAMP)
 
@@ -43,6 +43,28 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    >/dev/null 2>&1 && echo "installed chromium for the browser test"; } || \
 	  echo "no chromium (apt-get install chromium): the browser test will be skipped"
+
+# The unit tests and the smoke notebooks in a second environment with the versions
+# Google Colab ships (tests/colab/pip-freeze.gpu.txt: torch 2.11, torchvision 0.26,
+# numpy 2.1, ipywidgets 7, ...), without the book's tools (those tests skip).
+# Colab's Python is 3.13 (googlecolab/backend-info's os-info); some of its pinned packages need it.
+COLAB_PYTHON ?= $(or $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	  $$p -V >/dev/null 2>&1 && { echo $$p; break; }; done),$(PYTHON))
+COLAB_VENV ?= .venv-colab
+COLAB_STAMP := $(COLAB_VENV)/.installed-stamp
+
+$(COLAB_STAMP): pyproject.toml tests/colab/pip-freeze.gpu.txt
+	test -x $(COLAB_VENV)/bin/python || $(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	# every name==version pin, local versions dropped, CUDA's own packages left out: PyPI's
+	# torch 2.11.0 is the CUDA 13 build of Colab's torch 2.11.0+cu128 (the same on a CPU)
+	sed -n -E 's/^([A-Za-z0-9_.-]+==[^+ ]+).*/\1/p' tests/colab/pip-freeze.gpu.txt | \
+	  grep -v -i -E '^(nvidia-|cuda-|triton)' > $(COLAB_VENV)/constraints.txt
+	$(COLAB_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(COLAB_VENV)/constraints.txt -e . pytest nbval pytest-xdist pyyaml packaging ipykernel nbclient nbformat
+	touch $(COLAB_STAMP)
+
+test-colab: $(COLAB_STAMP)
+	$(COLAB_VENV)/bin/python -c "import torch, torchvision, numpy; print('Colab versions: torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__)"
+	COURSE_PROFILE=smoke OMP_NUM_THREADS=1 $(COLAB_VENV)/bin/python -m pytest notebooks tests -n auto --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

