@@ -9,8 +9,8 @@ Two builds use it:
 
       COURSE_PROFILE=smoke COURSE_SEED=1 python tests/book_build.py _build/smoke
 
-  The notebooks first run in parallel, one per core (jupyter-cache's multiprocess
-  executor), into the jupyter-cache that the build then reads, so the build itself
+  The notebooks first run in parallel, one per core, each in a process of its own,
+  and go into the jupyter-cache that the build then reads, so the build itself
   executes nothing. A cell that raises (an ``assert`` that does not hold for this
   seed), a glued value Sphinx cannot format, or anything a cell writes to stderr
   (``nb_output_stderr: warn``: a torch warning on a machine without CUDA, say) fails
@@ -20,6 +20,7 @@ Two builds use it:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -70,21 +71,53 @@ def build(out: Path, execute: bool = False, timeout: float = 1800) -> subprocess
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) -> list[str]:
-    """Run ``notebooks`` in parallel into the jupyter-cache at ``cache_path``; returns
-    the ones that failed, with the end of their traceback."""
-    from jupyter_cache import get_cache
-    from jupyter_cache.executors import load_executor
+def execute_one(source: Path, executed: Path, timeout: int) -> None:
+    """Run one notebook with nbclient (its folder as working directory), as myst-nb would,
+    and write it with its outputs to ``executed``; a failing cell raises."""
+    import nbclient
+    import nbformat
 
+    notebook = nbformat.read(source, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(source.parent)}},
+    )
+    client.execute()
+    nbformat.write(notebook, executed)
+
+
+def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) -> list[str]:
+    """Run ``notebooks`` one per core, each in a fresh process, and store the executed
+    ones in the jupyter-cache at ``cache_path``, where the build finds them; returns the
+    ones that failed, with the end of their error. (jupyter-cache's own multiprocess
+    executor forks a process that already talks to a kernel, and a kernel's replies
+    can then be lost: the build hung for good on a notebook that runs in a minute.)"""
+    from jupyter_cache import get_cache
+
+    executed_dir = cache_path.parent / "executed_notebooks"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(notebook: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+        executed = executed_dir / notebook.name
+        command = [sys.executable, __file__, "--execute-one", str(notebook), str(executed)]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=3 * timeout, env=os.environ
+        )
+        print(f"  {notebook.name}: {'ok' if result.returncode == 0 else 'FAILED'}", flush=True)
+        return notebook, executed, result
+
+    jobs = max(1, len(os.sched_getaffinity(0)))
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(run, notebooks))
     cache = get_cache(str(cache_path))
-    for notebook in notebooks:
-        cache.add_nb_to_project(str(notebook))
-    executor = load_executor("local-parallel", cache)
-    result = executor.run_and_cache(timeout=timeout)
     failed = []
-    for uri in result.errored + result.excepted:
-        record = cache.get_project_record(uri)
-        failed.append(f"{uri}\n{(record.traceback or '')[-3000:]}")
+    for notebook, executed, result in results:
+        if result.returncode == 0:
+            cache.cache_notebook_file(str(executed), uri=str(notebook), overwrite=True)
+        else:
+            failed.append(f"{notebook.name}\n{(result.stdout + result.stderr)[-3000:]}")
     return failed
 
 
@@ -114,4 +147,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if sys.argv[1:2] == ["--execute-one"]:
+        execute_one(Path(sys.argv[2]), Path(sys.argv[3]), timeout=1200)
+    else:
+        sys.exit(main(sys.argv[1:]))
