@@ -63,13 +63,24 @@ SHAPES_ONLY = {
 }
 
 
+def _heading(cell) -> str | None:
+    """The ``## `` heading that opens a markdown cell (after its MyST label, if any)."""
+    if cell.cell_type != "markdown":
+        return None
+    lines = [line for line in cell.source.splitlines() if line.strip()]
+    if lines and lines[0].startswith("(") and lines[0].endswith(")="):
+        lines = lines[1:]  # (chN-secK)=
+    return lines[0] if lines and lines[0].startswith("## ") else None
+
+
 def _without_sections(cells, headings):
     """``cells`` without the sections (a heading to the next ``## ``) named by ``headings``."""
     kept, skipping, found = [], False, set()
     for cell in cells:
-        if cell.cell_type == "markdown" and cell.source.startswith("## "):
-            skipping = cell.source.startswith(headings)
-            found |= {h for h in headings if cell.source.startswith(h)}
+        heading = _heading(cell)
+        if heading is not None:
+            skipping = heading.startswith(headings)
+            found |= {h for h in headings if heading.startswith(h)}
         if not skipping:
             kept.append(cell)
     assert found == set(headings), f"no section {set(headings) - found}: update SHAPES_ONLY"
