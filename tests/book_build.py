@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,24 +78,33 @@ def execute_one(source: Path, executed: Path, timeout: int) -> None:
     and write it with its outputs to ``executed``; a failing cell raises."""
     import nbclient
     import nbformat
+    from jupyter_client.manager import KernelManager
 
     notebook = nbformat.read(source, as_version=4)
+    # IPC sockets in a folder of this process, not TCP ports: two kernels started at the
+    # same moment can be handed the same free port, and one notebook then waits forever
+    # for replies that went to the other kernel (seen twice, on chapters 1 and 3)
+    sockets = tempfile.mkdtemp(prefix="book-kernel-")
+    kernel = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
     client = nbclient.NotebookClient(
         notebook,
+        km=kernel,
         timeout=timeout,
         kernel_name="python3",
+        record_timing=False,  # timings in the cell metadata would change the cache's hash
         resources={"metadata": {"path": str(source.parent)}},
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     nbformat.write(notebook, executed)
 
 
 def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) -> list[str]:
     """Run ``notebooks`` one per core, each in a fresh process, and store the executed
     ones in the jupyter-cache at ``cache_path``, where the build finds them; returns the
-    ones that failed, with the end of their error. (jupyter-cache's own multiprocess
-    executor forks a process that already talks to a kernel, and a kernel's replies
-    can then be lost: the build hung for good on a notebook that runs in a minute.)"""
+    ones that failed, with the end of their error."""
     from jupyter_cache import get_cache
 
     executed_dir = cache_path.parent / "executed_notebooks"
