@@ -16,6 +16,12 @@ fit(m, data, epochs=2, optimizer=torch.optim.SGD(m.parameters(), lr=0.1), progre
 """
 
 
+def _benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/SCRIPT ARGS``, its output captured."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 def test_pins_cores_forces_fp16_and_reports_the_data_wait(tmp_path):
     notebook = tmp_path / "tiny.ipynb"
     cell = {
@@ -28,19 +34,7 @@ def test_pins_cores_forces_fp16_and_reports_the_data_wait(tmp_path):
     notebook.write_text(
         json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run_notebooks.py"),
-            "--cpus",
-            "1",
-            "--t4",
-            str(notebook),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _benchmark("run_notebooks.py", "--cpus", "1", "--t4", str(notebook))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cores 1 amp float16" in result.stdout
     assert "fit: 1 runs" in result.stdout and "data wait" in result.stdout
@@ -51,20 +45,7 @@ def test_claims_dry_run_reports_each_assert_its_spread_and_the_seed_moves_the_dr
     """benchmarks/claims.py on its tiny notebook: every assert is a row with its pass
     count and the spread of what it compares; a cell that raises is a failed row; the
     glued value differs between seeds (COURSE_SEED moves seed_everything's draw)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "claims.py"),
-            "--dry-run",
-            "--seeds",
-            "3",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _benchmark("claims.py", "--dry-run", "--seeds", "3", "--out", str(tmp_path))
     assert result.returncode == 1, result.stderr[-2000:]  # the breaking cell fails
     table = (tmp_path / "claims-smoke.md").read_text()
     assert "| `0 <= x < 1` | cell 1, line 4 | 3/3 |" in table

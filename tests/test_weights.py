@@ -31,6 +31,13 @@ def standin():
     name carries the SHA-256 prefix of those bytes, as torchvision's names do."""
     torch.manual_seed(1)
     state = torchvision.models.resnet18().state_dict()
+    data, entry = _saved_with_entry(state)
+    return state, data, entry
+
+
+def _saved_with_entry(state) -> tuple[bytes, WeightsEnum]:
+    """``state``'s bytes as torch.save writes them, and a weights entry whose file name
+    carries their SHA-256 prefix, as torchvision's names do."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -43,7 +50,7 @@ def standin():
             meta={},
         )
 
-    return state, data, StandIn.V1
+    return data, StandIn.V1
 
 
 @pytest.fixture
@@ -135,20 +142,9 @@ def test_cache_follows_torch_home_then_xdg_cache_home(tmp_path, monkeypatch):
 
 def _serve(state, web) -> WeightsEnum:
     """Serve ``state``'s bytes at a URL whose file name carries their SHA-256 prefix."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
-    prefix = hashlib.sha256(data).hexdigest()[:8]
-
-    class Served(WeightsEnum):
-        V1 = Weights(
-            url=f"https://download.pytorch.org/models/resnet18-{prefix}.pth",
-            transforms=None,
-            meta={},
-        )
-
-    web[Served.V1.url] = data
-    return Served.V1
+    data, entry = _saved_with_entry(state)
+    web[entry.url] = data
+    return entry
 
 
 def test_resnet18_loads_the_file_as_torchvision_ships_it_and_matches_torchvision(
