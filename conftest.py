@@ -1,25 +1,22 @@
 """pytest configuration shared by tests/ and notebooks/.
 
-Notebook kernels talk to pytest over IPC sockets instead of TCP, so that
-`pytest --nbval-lax notebooks` also runs with no network at all, not even a
+Notebook kernels talk to pytest over IPC sockets instead of TCP
+(``tests.book_build.ipc_kernel_manager``, which the executed book build uses too), so
+that `pytest --nbval-lax notebooks` also runs with no network at all, not even a
 loopback interface (`unshare -n make test`).
 """
 
-import os
+import functools
 import shutil
 import tempfile
 
 import nbval.kernel
-from jupyter_client.manager import KernelManager
+
+from tests.book_build import ipc_kernel_manager
 
 _IPC_DIR = tempfile.mkdtemp(prefix="nbval-ipc-")
 
-
-def _ipc_kernel_manager(**kwargs) -> KernelManager:
-    return KernelManager(transport="ipc", ip=os.path.join(_IPC_DIR, "kernel"), **kwargs)
-
-
-nbval.kernel.KernelManager = _ipc_kernel_manager
+nbval.kernel.KernelManager = functools.partial(ipc_kernel_manager, _IPC_DIR)
 
 
 def pytest_unconfigure(config):

@@ -108,18 +108,19 @@ def _no_args() -> ast.arguments:
 
 
 def _number(value: Any) -> float | None:
-    """A float for a Python/NumPy number or a one-element tensor; None otherwise."""
-    try:
-        import numpy as np
-        import torch
+    """A float for a Python/NumPy number or a one-element tensor; None otherwise
+    (``course.utils.plain_number`` turns the last two into Python numbers)."""
+    from course.utils import plain_number
 
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            return float(value.item())
-        if isinstance(value, (int, float, np.generic)) and not isinstance(value, bool):
-            return float(value)
-    except (TypeError, ValueError):
-        return None
+    value = plain_number(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
+
+
+def _failure(text: str, error: str) -> dict:
+    """The record of a claim that could not be checked: a cell or a process that died."""
+    return {"text": text, "held": False, "values": [None], "margin": None, "error": error}
 
 
 def _margin(values: list[float | None], ops: tuple[str, ...] | None) -> float | None:
@@ -168,7 +169,7 @@ def record_claims(path: Path, out: Path) -> None:
             entry["values"], entry["margin"] = numbers, margin
 
     def glue(name: str, value: Any) -> None:
-        number = _number(course.utils.plain_number(value))
+        number = _number(value)
         if number is not None:
             glued[name] = number
 
@@ -179,13 +180,9 @@ def record_claims(path: Path, out: Path) -> None:
         return compile(ast.fix_missing_locations(tree), f"{path.name}[cell {index}]", "exec")
 
     def on_error(index: int, error: BaseException) -> None:
-        claims[f"cell {index}, raised"] = {
-            "text": f"cell {index} runs",
-            "held": False,
-            "values": [None],
-            "margin": None,
-            "error": f"{type(error).__name__}: {error}"[:200],
-        }
+        claims[f"cell {index}, raised"] = _failure(
+            f"cell {index} runs", f"{type(error).__name__}: {error}"[:200]
+        )
 
     start = time.perf_counter()
     execute_cells(path, {"__claim__": claim}, compile_cell=compile_cell, on_error=on_error)
@@ -213,19 +210,8 @@ def run_once(path: Path, profile: str, seed: int, threads: int) -> dict:
             text=True,
         )
         if result.returncode != 0 or not out.exists():
-            return {
-                "claims": {
-                    "process": {
-                        "text": "the notebook's process ends normally",
-                        "held": False,
-                        "values": [None],
-                        "margin": None,
-                        "error": result.stderr[-300:],
-                    }
-                },
-                "glued": {},
-                "seconds": math.nan,
-            }
+            failure = _failure("the notebook's process ends normally", result.stderr[-300:])
+            return {"claims": {"process": failure}, "glued": {}, "seconds": math.nan}
         return json.loads(out.read_text())
 
 

@@ -73,22 +73,30 @@ def build(out: Path, execute: bool = False, timeout: float = 1800) -> subprocess
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
+def ipc_kernel_manager(folder: str, **kwargs):
+    """A kernel manager whose kernel talks over IPC sockets in ``folder``, not TCP ports.
+
+    Two kernels started at the same moment over TCP can be handed the same free port,
+    and one notebook then waits forever for replies that went to the other kernel
+    (seen twice, on chapters 1 and 3); IPC also needs no network at all, not even a
+    loopback interface (``unshare -n make test``).
+    """
+    from jupyter_client.manager import KernelManager
+
+    return KernelManager(transport="ipc", ip=os.path.join(folder, "kernel"), **kwargs)
+
+
 def execute_one(source: Path, executed: Path, timeout: int) -> None:
     """Run one notebook with nbclient (its folder as working directory), as myst-nb would,
     and write it with its outputs to ``executed``; a failing cell raises."""
     import nbclient
     import nbformat
-    from jupyter_client.manager import KernelManager
 
     notebook = nbformat.read(source, as_version=4)
-    # IPC sockets in a folder of this process, not TCP ports: two kernels started at the
-    # same moment can be handed the same free port, and one notebook then waits forever
-    # for replies that went to the other kernel (seen twice, on chapters 1 and 3)
     sockets = tempfile.mkdtemp(prefix="book-kernel-")
-    kernel = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
     client = nbclient.NotebookClient(
         notebook,
-        km=kernel,
+        km=ipc_kernel_manager(sockets, kernel_name="python3"),
         timeout=timeout,
         kernel_name="python3",
         record_timing=False,  # timings in the cell metadata would change the cache's hash
@@ -113,6 +121,7 @@ def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) ->
     def run(notebook: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
         executed = executed_dir / notebook.name
         command = [sys.executable, __file__, "--execute-one", str(notebook), str(executed)]
+        command += ["--timeout", str(timeout)]
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=3 * timeout, env=os.environ
         )
@@ -158,7 +167,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--execute-one"]:
-        execute_one(Path(sys.argv[2]), Path(sys.argv[3]), timeout=1200)
+    if sys.argv[1:2] == ["--execute-one"]:  # SOURCE EXECUTED --timeout SECONDS
+        execute_one(Path(sys.argv[2]), Path(sys.argv[3]), timeout=int(sys.argv[5]))
     else:
         sys.exit(main(sys.argv[1:]))

@@ -16,9 +16,9 @@ import re
 
 import nbformat
 import pytest
-from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
+from tests.book_build import ipc_kernel_manager
 from tests.conftest import ROOT
 from tests.real_formats import stage
 
@@ -109,7 +109,7 @@ def _run(name: str, env: dict[str, str], workdir) -> str:
     results), joined."""
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     nb = _chapter_and_its_real_solutions(nb, name)
-    km = KernelManager(transport="ipc", ip=str(workdir / "kernel"))  # works with no network
+    km = ipc_kernel_manager(str(workdir))  # works with no network
     saved = dict(os.environ)
     os.environ.update({**env, "COURSE_PROFILE": "smoke"})
     try:

@@ -358,6 +358,5 @@ def decode_centernet(
         )
         * stride
     )
-    height, width = image_size if image_size is not None else (h * stride, w * stride)
-    boxes = clip_boxes_to_image(boxes, (height, width))
+    boxes = clip_boxes_to_image(boxes, image_size or (h * stride, w * stride))
     return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
