@@ -42,7 +42,11 @@ def test_notebook_installs_course_only_when_missing_and_never_torch(path):
         "the install cell must not (re)install torch"
     )
     repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    assert f"git+{repo}" in install, "the install cell must use repository.url of _config.yml"
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    assert f'"course @ git+{repo}@v{version}"' in install, (
+        f"the install cell must install the release v{version} from repository.url of "
+        "_config.yml (CHANGELOG.md: how to release)"
+    )
     setup = "".join(code[1]["source"])
     assert "profile()" in setup and "get_device()" in setup and "seed_everything(" in setup
 

@@ -71,3 +71,29 @@ def test_colab_ships_versions_inside_every_runtime_range():
     assert not outside, outside
     python = "3.13"  # tests/colab/README.md
     assert SpecifierSet(_pyproject()["project"]["requires-python"]).contains(python)
+
+
+def test_the_oldest_torch_allowed_is_the_one_ci_tests():
+    """torch's and torchvision's lower bounds are Colab's versions, which `make test-colab`
+    installs: a bound below them would promise what no run has checked."""
+    colab = _colab_versions()
+    for name in ("torch", "torchvision"):
+        spec = next(
+            Requirement(d)
+            for d in _pyproject()["project"]["dependencies"]
+            if canonicalize_name(Requirement(d).name) == name
+        )
+        lower = next(s.version for s in spec.specifier if s.operator == ">=")
+        assert Version(lower).release[:2] == Version(colab[name]).release[:2], (name, lower)
+
+
+def test_one_version_in_pyproject_the_package_and_the_changelog():
+    """The edition (CHANGELOG.md says how to release one); the notebooks' install cells
+    are checked in tests/test_notebooks_static.py."""
+    import course
+
+    version = _pyproject()["project"]["version"]
+    assert course.__version__ == version
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    first = re.search(r"^## (\S+)", changelog, re.M)
+    assert first is not None and first.group(1) == version, "add a CHANGELOG entry"

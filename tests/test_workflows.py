@@ -46,3 +46,31 @@ def test_workflows_run_what_the_makefile_defines():
     assert "make test-colab" in run and "\ntest-colab:" in makefile
     book = (ROOT / ".github" / "workflows" / "book.yml").read_text()
     assert "make book" in book and "_build/.jupyter_cache" in book and "deploy-pages" in book
+
+
+def test_a_release_tag_publishes_the_site_with_its_own_notebooks():
+    """The site is published from a tag vX.Y.Z (or by hand), its launch buttons open that
+    tag's notebooks, and _config.yml has the line the workflow rewrites."""
+    book = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    triggers = book[True]  # PyYAML reads the key `on` as True
+    assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert book["jobs"]["deploy"]["if"] == (
+        "github.ref_type == 'tag' || github.event_name == 'workflow_dispatch'"
+    )
+    steps = book["jobs"]["build"]["steps"]
+    rewrite = next(s for s in steps if "branch:" in s.get("run", ""))
+    assert steps.index(rewrite) < next(
+        i for i, s in enumerate(steps) if "make book" in s.get("run", "")
+    )
+    assert "\n  branch: main\n" in (ROOT / "_config.yml").read_text()
+    assert "/blob/main/notebooks/" in rewrite["run"] and "book/setup.md" in rewrite["run"]
+
+
+def test_every_chapter_opens_on_kaggle_from_the_setup_page():
+    """book/setup.md links each notebook to Kaggle's importer, at the repository of
+    _config.yml (book.yml points the links at the tag it publishes)."""
+    setup = (ROOT / "book" / "setup.md").read_text()
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        link = f"https://kaggle.com/kernels/welcome?src={repo}/blob/main/notebooks/{path.name})"
+        assert link in setup, f"book/setup.md has no Kaggle link for {path.name}"
