@@ -11,9 +11,11 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The book's tools are installed at the versions of book/constraints.txt (Jupyter Book 1,
+# Sphinx 7 and their extensions), so that the site builds the same everywhere.
+$(STAMP): pyproject.toml book/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c book/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # ruff (lint and format), then unit tests, the real-path rehearsal, book checks and

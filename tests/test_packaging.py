@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -97,3 +98,34 @@ def test_one_version_in_pyproject_the_package_and_the_changelog():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     first = re.search(r"^## (\S+)", changelog, re.M)
     assert first is not None and first.group(1) == version, "add a CHANGELOG entry"
+
+
+def _constraints() -> dict[str, str]:
+    lines = (ROOT / "book" / "constraints.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_the_book_stack_is_frozen_and_installed_as_frozen():
+    """`make install` applies book/constraints.txt (Jupyter Book 1, Sphinx 7): this
+    environment has exactly those versions, and the file pins every package of the
+    book's build that the dev extras name."""
+    from importlib import metadata
+
+    pins = _constraints()
+    assert Version(pins["jupyter-book"]).release[:3] == (1, 0, 4)
+    assert Version(pins["sphinx"]).major == 7
+    assert "-c book/constraints.txt -e '.[dev]'" in (ROOT / "Makefile").read_text()
+    dev = [Requirement(d).name for d in _pyproject()["project"]["optional-dependencies"]["dev"]]
+    for name in ("jupyter-book", "sphinx-exercise", "django-static-mathjax"):
+        assert name in dev and canonicalize_name(name) in pins, name
+    try:
+        metadata.version("jupyter-book")
+    except metadata.PackageNotFoundError:
+        pytest.skip("the book's tools are not installed here (make test-colab)")
+    wrong = {
+        name: (version, metadata.version(name))
+        for name, version in pins.items()
+        if metadata.version(name) != version
+    }
+    assert not wrong, f"installed otherwise than book/constraints.txt: {wrong} (make install)"
