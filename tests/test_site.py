@@ -8,7 +8,9 @@ page of the table of contents is opened in headless Chromium:
 - no console error, every ``<img>`` loaded;
 - every formula rendered by MathJax: no raw ``\\(`` or ``\\[`` left outside code;
 - chapter pages: the launch button opens that notebook on Colab; the sidebar
-  lists every chapter.
+  lists every chapter;
+- no serious or critical violation of axe-core's accessibility rules (WCAG 2 A/AA and
+  best practices: text alternatives, names, contrast, structure).
 
 A screenshot of each page is saved in ``<site>/_screenshots`` for a person to look
 at. ``test_the_checks_catch_what_they_look_for`` breaks a copy of a page in each of
@@ -29,6 +31,9 @@ import yaml
 from tests.conftest import ROOT
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+Axe = pytest.importorskip(
+    "axe_playwright_python.sync_playwright", reason="pip install axe-playwright-python"
+).Axe
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no system Chromium: apt-get install chromium (make test tries)"
@@ -84,6 +89,18 @@ RAW_TEX = """() => {
 }"""
 
 
+def accessibility_problems(page) -> list[str]:
+    """axe-core's serious and critical violations on ``page`` (WCAG 2.x A and AA rules
+    and axe's best practices), one line each with the elements concerned."""
+    results = Axe().run(page).response
+    return [
+        f"axe {v['impact']}: {v['id']} ({v['help']}) at "
+        + ", ".join(" ".join(node["target"]) for node in v["nodes"][:3])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 def check_page(
     browser, url: str, screenshot: Path | None = None
 ) -> tuple[list[str], list[str], list[str]]:
@@ -101,7 +118,11 @@ def check_page(
             request_route.abort()
 
     page.route("**/*", route)
-    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    def console(message) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    page.on("console", console)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.goto(url, wait_until="load")
     has_math = page.evaluate("() => !!document.querySelector('.math')")
@@ -120,6 +141,10 @@ def check_page(
         ".filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
     )
     problems += [f"image not loaded: {src}" for src in broken]
+    # axe fetches the style sheets again, with the site's root as base URL: its 404s are
+    # not the reader's
+    page.remove_listener("console", console)
+    problems += accessibility_problems(page)
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=False)
@@ -144,17 +169,25 @@ def test_page_reads_offline_with_math_images_and_links(site, browser, name):
 
 
 def test_the_checks_catch_what_they_look_for(site, browser):
-    """A copy of a chapter page broken three ways: a script from a CDN, an image that
-    is not there, and MathJax removed (formulas stay raw TeX)."""
+    """A copy of a chapter page broken five ways: a script from a CDN, an image that
+    is not there, MathJax removed (formulas stay raw TeX), an image without a text
+    alternative and a nameless disclosure toggle (axe-core)."""
     html, base = site
     original = (html / "notebooks" / "02_residual_gradients.html").read_text()
     assert 'class="math' in original  # the chapter has formulas
     broken = re.sub(r"<script[^>]*mathjax[^>]*></script>", "", original)
     broken = broken.replace(
         "</head>", '<script src="https://cdn.jsdelivr.net/npm/x.js"></script></head>', 1
-    ).replace("</article>", '<img src="missing.png" alt="missing"></article>', 1)
+    ).replace(
+        "</article>",
+        '<img src="missing.png" alt="missing"><img src="../_static/logo.svg">'
+        "<details><summary></summary>x</details></article>",
+        1,
+    )
     (html / "notebooks" / "_broken.html").write_text(broken)
     problems = " ".join(check_page(browser, f"{base}/notebooks/_broken.html")[0])
     assert "request to another host: https://cdn.jsdelivr.net" in problems
     assert "image not loaded" in problems and "missing.png" in problems
     assert "MathJax did not load" in problems
+    assert "axe critical: image-alt" in problems  # an image without a text alternative
+    assert "axe serious: summary-name" in problems

@@ -9,6 +9,12 @@
 - ``_static/course.css``: code lines wrap instead of running off the page.
 - Scripts registered twice are dropped (sphinx-thebe's configuration), so pages
   load without a console error.
+- The sidebar's expand/collapse toggles (``<summary>`` elements that hold only an
+  icon) get a name that screen readers announce: axe-core counts a nameless
+  ``<summary>`` as a serious violation (rule ``summary-name``).
+- Bibliography entries are list items: docutils marks them ``doc-biblioentry``
+  inside a ``role="list"``, which ARIA 1.2 no longer accepts as a list's child
+  (axe: ``aria-required-children``, critical).
 
 Widgets load no JavaScript (``nb_ipywidgets_js`` is empty): the explorers show
 their default figure (``course.plots.explorer``).
@@ -63,7 +69,33 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = unique
 
 
+#: The accessible name of the sidebar's toggles.
+TOGGLE_LABEL = "Show or hide the sections"
+
+
+def _label_toc_toggles(app, pagename, templatename, context, doctree) -> None:
+    """Wrap the theme's sidebar generator so that each icon-only ``<summary>`` is named."""
+    generate = context.get("generate_toctree_html")
+    if generate is None:
+        return
+    from markupsafe import Markup
+
+    def labelled(*args, **kwargs):
+        html = str(generate(*args, **kwargs))
+        return Markup(html.replace("<summary>", f'<summary aria-label="{TOGGLE_LABEL}">'))
+
+    context["generate_toctree_html"] = labelled
+
+
+def _biblioentries_as_list_items(app, pagename, templatename, context, doctree) -> None:
+    body = context.get("body")
+    if body and 'role="doc-biblioentry"' in body:
+        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
 def setup(app):
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _dedupe_scripts, priority=900)  # after sphinx-thebe
+    app.connect("html-page-context", _label_toc_toggles, priority=900)  # after the theme
+    app.connect("html-page-context", _biblioentries_as_list_items)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
