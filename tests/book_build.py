@@ -14,13 +14,16 @@ Two builds use it:
   executes nothing. A cell that raises (an ``assert`` that does not hold for this
   seed), a glued value Sphinx cannot format, or anything a cell writes to stderr
   (``nb_output_stderr: warn``: a torch warning on a machine without CUDA, say) fails
-  the build.
+  the build. So does a figure without a text alternative: every image a notebook cell
+  draws needs ``metadata.mystnb.image.alt`` on its cell (myst-nb writes the file's
+  path as ``alt`` otherwise), see :func:`figures_without_alt`.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import html.parser
 import os
 import shutil
 import subprocess
@@ -141,6 +144,30 @@ def execute_into_cache(cache_path: Path, notebooks: list[Path], timeout: int) ->
     return failed
 
 
+class _Images(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+
+def figures_without_alt(site: Path) -> list[str]:
+    """The figures drawn by notebook cells (``_images/...``) in ``site``'s chapter pages
+    whose ``alt`` is missing, empty or the file's own path: "page: src" for each."""
+    missing = []
+    for page in sorted((site / "notebooks").glob("*.html")):
+        parser = _Images()
+        parser.feed(page.read_text())
+        for image in parser.images:
+            src, alt = image.get("src") or "", (image.get("alt") or "").strip()
+            if "_images/" in src and (not alt or alt == src or alt.endswith((".png", ".jpg"))):
+                missing.append(f"{page.name}: {src}")
+    return missing
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="the book, executed, with -W")
     parser.add_argument("out", type=Path)
@@ -161,6 +188,11 @@ def main(argv: list[str]) -> int:
     print(f"book built in {time.perf_counter() - start - executed:.0f} s", flush=True)
     if result.returncode != 0:
         print(result.stdout[-6000:] + result.stderr[-6000:])
+        return 1
+    missing = figures_without_alt(out / "_build" / "html")
+    if missing:
+        print("figures without a text alternative (give their cell metadata.mystnb.image.alt):")
+        print("\n".join(f"  {m}" for m in missing))
         return 1
     print(f"open {out / '_build' / 'html' / 'index.html'}")
     return 0

@@ -36,3 +36,36 @@ def test_book_builds_with_warnings_as_errors(built_book):
     assert "Paszke" in (html / "book" / "bibliography.html").read_text()
     api = (html / "book" / "api" / "finetune.html").read_text()  # generated from docstrings
     assert "balanced_accuracy" in api and 'href="../../notebooks/03_finetuning_hornets.html"' in api
+
+
+def test_the_executed_build_rejects_figures_without_alt_text(tmp_path):
+    """book_build.figures_without_alt, which `make book-smoke` applies to the executed
+    book: myst-nb's default alt (the file's path) counts as none."""
+    from tests.book_build import figures_without_alt
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01.html").write_text(
+        '<img alt="Deep CNNs - Home" src="../_static/logo.svg">'
+        '<img alt="Training curves: the loss falls." src="../_images/a1.png">'
+        '<img alt="../_images/b2.png" src="../_images/b2.png">'
+        '<img src="../_images/c3.png">'
+    )
+    assert figures_without_alt(tmp_path) == [
+        "01.html: ../_images/b2.png",
+        "01.html: ../_images/c3.png",
+    ]
+
+
+def test_every_figure_cell_has_a_text_alternative_and_no_other_cell_does():
+    """The alt texts live in the cells' metadata (mystnb.image.alt): each is a sentence,
+    not a file name; the executed build checks that no drawn figure lacks one."""
+    import json
+
+    count = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            alt = cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt")
+            if alt is not None:
+                count += 1
+                assert cell["cell_type"] == "code" and len(alt) > 40 and alt.endswith("."), alt
+    assert count >= 40

@@ -167,6 +167,9 @@ def test_every_exercise_has_a_hint_and_a_solution_that_runs(path):
         assert match[1] == f"{chapter}.{number}", f"{label} is titled {match[1]}"
         assert ":::{admonition} Hint\n:class: dropdown\n" in source, f"{label} has no hint"
         assert source.rstrip().endswith(":::\n::::"), f"{label}: close the hint, then the exercise"
+        if "**Write it yourself:" in source:  # the student's skeleton, then the solution
+            assert cells[i + 1]["cell_type"] == "code", f"{label}: the skeleton follows it"
+            i += 1
         opening = "".join(cells[i + 1]["source"])
         assert SOLUTION_START.match(opening) and SOLUTION_START.match(opening)[1] == label, (
             f"{label}: its solution must follow it (solution-start {label}, folded)"
@@ -182,3 +185,60 @@ def test_every_exercise_has_a_hint_and_a_solution_that_runs(path):
         assert "".join(cells[end]["source"]).rstrip().endswith("```{solution-end}\n```"), label
         i = end + 1
     assert number >= 3, f"{path.name} has {number} exercises"
+
+
+def _solution_cells(cells):
+    """(cell, inside a solution) for every cell: from ```{solution-start} to ```{solution-end}."""
+    inside = False
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and "```{solution-start}" in source:
+            inside = True
+        yield cell, inside
+        if cell["cell_type"] == "markdown" and "```{solution-end}" in source:
+            inside = False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_solutions_are_hidden_in_jupyter_and_colab(path):
+    """Run all executes the solutions (CI checks them) without showing them: every cell
+    of a solution has its source hidden in JupyterLab (metadata.jupyter.source_hidden);
+    its code cells are Colab forms (cellView "form", a "# @title" first line) that show
+    only their title until opened. Exercises and skeletons stay visible."""
+    hidden = 0
+    for cell, inside in _solution_cells(_cells(path)):
+        metadata = cell.get("metadata", {})
+        is_hidden = metadata.get("jupyter", {}).get("source_hidden") is True
+        assert is_hidden == inside, f"{path.name}: {''.join(cell['source'])[:80]!r}"
+        if inside and cell["cell_type"] == "code":
+            assert metadata.get("cellView") == "form", "a Colab form hides the code"
+            assert "".join(cell["source"]).startswith("# @title Solution")
+            hidden += 1
+    assert hidden >= 5, f"{path.name}: expected the worked solutions' code"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_has_a_write_it_yourself_exercise_with_a_checker(path):
+    """The student writes the chapter's algorithm in a visible skeleton (``...``) that ends
+    with a call to a ``check_*`` function of the package; the hidden solution asserts that
+    the same checker passes."""
+    cells = list(_solution_cells(_cells(path)))
+    exercises = [c for c, _ in cells if "**Write it yourself:" in "".join(c["source"])]
+    assert exercises, f"{path.name}: no 'Write it yourself' exercise"
+    skeletons = [
+        "".join(c["source"])
+        for c, inside in cells
+        if c["cell_type"] == "code"
+        and not inside
+        and "...  # your code here" in "".join(c["source"])
+    ]
+    assert len(skeletons) == len(exercises)
+    for skeleton in skeletons:
+        checker = re.search(r"\b(check_\w+)\(", skeleton.split("...  # your code here")[-1])
+        assert checker, skeleton[-200:]
+        solved = [
+            "".join(c["source"])
+            for c, inside in cells
+            if inside and c["cell_type"] == "code" and checker[1] in "".join(c["source"])
+        ]
+        assert solved and ("assert report" in solved[0] or "assert all(reports)" in solved[0])

@@ -118,6 +118,7 @@ def check_page(
             request_route.abort()
 
     page.route("**/*", route)
+
     def console(message) -> None:
         if message.type == "error":
             problems.append(f"console: {message.text}")

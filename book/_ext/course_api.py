@@ -38,6 +38,7 @@ FLOOR = (
     "course.utils",
     "course.train",
     "course.runstate",
+    "course.check",
     "course.plots",
     "course.data",
     "course.models",

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from course.check import Report, compare, run_checks
 from course.config import cache_dir, data_paths, run_seed
 from course.data.hornets import HornetData, hornet_image_size, load_hornet_data
 from course.models.pretrained import (
@@ -386,3 +387,118 @@ def cached_hornet_classifier(
         f"frozen backbone, new head ({head_epochs} epochs) {how}"
     )
     return model.cpu().eval(), data, description
+
+
+# ---------------------------------------------------------------------------
+# Exercise: write FGSM and PGD's projection yourself
+# ---------------------------------------------------------------------------
+
+
+def _attack_setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 3),
+    )
+    model.train()  # as a student may leave it: the attack must not train BN
+    x = torch.rand(6, 3, 8, 8)
+    x[0, 0, :2] = 0.0  # pixels at the edges of [0, 1], where the clamp matters
+    x[1, 1, :2] = 1.0
+    return model, x, torch.randint(0, 3, (6,))
+
+
+def check_fgsm(attack) -> Report:
+    """Check ``attack(model, x, y, eps) -> x_adv``, the untargeted FGSM:
+    ``clamp(x + eps * sign(grad_x loss), 0, 1)`` with the cross-entropy of the true
+    labels, computed with the model in eval mode (and left as it was), against
+    :func:`fgsm`."""
+    state: dict = {}
+
+    def output() -> str | None:
+        model, x, y = _attack_setup()
+        stats = {k: v.clone() for k, v in model.state_dict().items()}
+        state["stats"], state["model"] = stats, model
+        got = attack(model, x.clone(), y, 0.1)
+        state["got"] = got
+        want = fgsm(model, x, y, 0.1)
+        problem = compare(got, want, "x_adv")
+        if problem is None or not isinstance(got, torch.Tensor) or got.shape != x.shape:
+            return problem
+        if any(not torch.equal(v, stats[k]) for k, v in model.state_dict().items()):
+            return (
+                "the gradient was computed in training mode (BN used the batch's statistics "
+                "and updated its running ones): compute it in eval mode "
+                "(course.utils.eval_mode)"
+            )
+        step = got - x
+        if (got < 0).any() or (got > 1).any():
+            return "x_adv leaves [0, 1]: clamp the image to valid pixels, .clamp(0, 1)"
+        inside = (x > 0.1) & (x < 0.9)
+        if torch.allclose(step[inside], -(want - x)[inside], atol=1e-5):
+            return "you stepped *down* the loss: an untargeted attack adds eps * sign(grad)"
+        interior = (x > 0.1) & (x < 0.9) & (want != x)
+        if not torch.allclose(step[interior].abs(), torch.full_like(step[interior], 0.1)):
+            return (
+                "every pixel moves by exactly eps (before the clamp): step by "
+                "eps * grad.sign(), not by the raw gradient"
+            )
+        return problem
+
+    def model_untouched() -> str | None:
+        model = state["model"]
+        changed = [
+            k for k, v in model.state_dict().items() if not torch.equal(v, state["stats"][k])
+        ]
+        if changed:
+            return (
+                f"the attack changed the model ({changed[0]}): compute the gradient in eval "
+                "mode (course.utils.eval_mode), so BN does not update its statistics"
+            )
+        if not model.training:
+            return "the model was left in eval mode: restore its mode after the attack"
+        return None
+
+    def detached() -> str | None:
+        if state["got"].requires_grad:
+            return "x_adv still holds the graph: return a detached tensor (.detach())"
+        return None
+
+    return run_checks(
+        "fgsm",
+        [
+            ("x_adv", output),
+            ("the model left as it was", model_untouched),
+            ("a detached result", detached),
+        ],
+    )
+
+
+def check_projection(project) -> Report:
+    """Check ``project(x_adv, x, eps) -> tensor``, PGD's projection after each step:
+    back into the L-infinity ball of radius ``eps`` around ``x`` (each pixel clamped to
+    [x - eps, x + eps]), then into [0, 1]."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8)
+    x_adv = x + 0.3 * torch.randn_like(x)  # far outside the ball, and outside [0, 1]
+    eps = 0.05
+    want = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+    def result() -> str | None:
+        got = project(x_adv.clone(), x.clone(), eps)
+        problem = compare(got, want, "the projection")
+        if problem is None or not isinstance(got, torch.Tensor) or got.shape != x.shape:
+            return problem
+        if torch.allclose(got, x_adv.clamp(-eps, eps).clamp(0, 1), atol=1e-6):
+            return "you clamped to [-eps, eps]: the ball is centred on x, [x - eps, x + eps]"
+        if (got < 0).any() or (got > 1).any():
+            return "the result leaves [0, 1]: clamp to valid pixels too"
+        if ((got - x).abs() > eps + 1e-6).any():
+            return "a pixel is further than eps from x: clamp to [x - eps, x + eps]"
+        if torch.allclose(got, (x + eps * (x_adv - x).sign()).clamp(0, 1), atol=1e-6):
+            return "project, do not step: pixels already inside the ball keep their value"
+        return problem
+
+    return run_checks("projection", [("the projection", result)])

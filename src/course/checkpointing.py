@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from course.check import Report, compare, run_checks
 from course.utils import time_call
 
 # ---------------------------------------------------------------------------
@@ -341,3 +342,81 @@ def largest_batch(bytes_per_sample: float, budget_bytes: float, fixed_bytes: flo
     if bytes_per_sample <= 0:
         raise ValueError("bytes_per_sample must be positive")
     return max(0, int((budget_bytes - fixed_bytes) // bytes_per_sample))
+
+
+# ---------------------------------------------------------------------------
+# Exercise: two-segment checkpointing with torch.utils.checkpoint, yourself
+# ---------------------------------------------------------------------------
+
+
+def check_two_segments(forward) -> Report:
+    """Check ``forward(layers, x) -> y``: ``layers`` (an ``nn.Sequential``) cut at
+    ``len(layers) // 2``; the first half run under
+    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` (only its input is
+    kept, it is recomputed during backward), the second half run plainly. The output
+    and every gradient must equal the plain model's; each layer of the first half must
+    run twice per step, each of the second once. The input is an image batch that does
+    not require grad, as in training."""
+    state: dict = {}
+
+    def setup():
+        torch.manual_seed(0)
+        layers = deep_chain(depth=6, width=8)
+        calls = [0] * len(layers)
+        for i, layer in enumerate(layers):
+            # a pre-hook: recomputation stops as soon as backward has what it needs
+            # (non-reentrant checkpoint's early stop), before a segment's last forward ends
+            layer.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+        return layers, torch.randn(5, 8), calls
+
+    def output() -> str | None:
+        layers, x, calls = setup()
+        want = layers(x)
+        calls[:] = [0] * len(calls)
+        got = forward(layers, x)
+        state["got"], state["layers"], state["x"], state["calls"] = got, layers, x, calls
+        return compare(got, want, "the output")
+
+    def gradients() -> str | None:
+        layers, got = state["layers"], state["got"]
+        if not got.requires_grad:
+            return "the output has no graph: do not run the segments under torch.no_grad()"
+        got.square().sum().backward()
+        reference, x, _ = setup()
+        reference(x).square().sum().backward()
+        for (name, p), q in zip(layers.named_parameters(), reference.parameters(), strict=True):
+            if p.grad is None:
+                return (
+                    f"{name} got no gradient: with use_reentrant=True and an input that "
+                    "does not require grad the checkpointed segment is cut off from "
+                    "backward; pass use_reentrant=False"
+                )
+            problem = compare(p.grad, q.grad, f"the gradient of {name}")
+            if problem is not None:
+                return problem
+        return None
+
+    def recomputation() -> str | None:
+        calls, half = state["calls"], len(state["calls"]) // 2
+        if calls == [1] * len(calls):
+            return (
+                "nothing was recomputed: run the first half through "
+                "torch.utils.checkpoint.checkpoint(layers[:k], x, use_reentrant=False)"
+            )
+        if calls == [2] * len(calls):
+            return (
+                "the second half is recomputed too: run it plainly; its activations "
+                "are the first that backward needs, so checkpointing it saves nothing"
+            )
+        if calls != [2] * half + [1] * (len(calls) - half):
+            return f"layer calls per step {calls}: cut at len(layers) // 2 = {half}"
+        return None
+
+    return run_checks(
+        "two segments",
+        [
+            ("the output", output),
+            ("every gradient", gradients),
+            ("the first half recomputed, the second not", recomputation),
+        ],
+    )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from course.check import Report, run_checks
 from course.config import run_seed
 from course.data.hornets import HornetData
 from course.models.pretrained import freeze_backbone, with_imagenet_normalization
@@ -135,4 +136,78 @@ def train_linear_probe(
         device=device,
         progress=progress,
         keep_best=keep_best,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Exercise: replace the head and freeze the backbone yourself
+# ---------------------------------------------------------------------------
+
+
+def check_frozen_backbone(prepare) -> Report:
+    """Check ``prepare(model, num_classes) -> model`` for variant (a): a new, randomly
+    initialised ``num_classes`` x 512 head, the only part that trains; the backbone
+    fixed, its BN statistics included (one training step, in training mode, must leave
+    every backbone tensor as it was)."""
+    from course.models.resnet import resnet18
+
+    state: dict = {}
+
+    def head() -> str | None:
+        torch.manual_seed(0)
+        model = resnet18()
+        state["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        state["model"] = model = prepare(model, 3)
+        if model is None:
+            return "your function returned None: return the model"
+        fc = getattr(model, "fc", None)
+        if not isinstance(fc, torch.nn.Linear) or (fc.out_features, fc.in_features) != (3, 512):
+            return "model.fc must be a new nn.Linear(512, num_classes) (here 3 classes)"
+        if not all(p.requires_grad for p in fc.parameters()):
+            return (
+                "the new head is frozen: freeze the backbone first, then create the head "
+                "(a new nn.Linear is trainable)"
+            )
+        return None
+
+    def backbone_parameters() -> str | None:
+        trainable = [n for n, p in state["model"].named_parameters() if p.requires_grad]
+        extra = [n for n in trainable if not n.startswith("fc.")]
+        if extra:
+            return (
+                f"{len(extra)} backbone parameters still train (e.g. {extra[0]}): "
+                "p.requires_grad_(False) for every parameter outside fc"
+            )
+        return None
+
+    def one_step() -> str | None:
+        model = state["model"].train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        loss = model(torch.rand(4, 3, 64, 64)).logsumexp(1).mean()
+        loss.backward()
+        optimizer.step()
+        changed = [
+            k
+            for k, v in model.state_dict().items()
+            if not k.startswith("fc.")
+            and k in state["before"]
+            and not torch.equal(v, state["before"][k])
+        ]
+        if any("running_" in k or "num_batches" in k for k in changed):
+            return (
+                "a training step changed BN's running statistics: in training mode BN "
+                "still updates them; replace BN by FrozenBatchNorm2d "
+                "(course.models.pretrained.freeze_batchnorm)"
+            )
+        if changed:
+            return f"a training step changed the backbone: {changed[0]}"
+        return None
+
+    return run_checks(
+        "frozen backbone",
+        [
+            ("a new trainable head", head),
+            ("no trainable backbone parameter", backbone_parameters),
+            ("one training step leaves the backbone as it was", one_step),
+        ],
     )

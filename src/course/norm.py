@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from course.check import Report, compare, run_checks
 from course.config import run_seed
 
 
@@ -434,3 +435,125 @@ def draw_statistics_cube(ax, layer: str, num_groups: int = 2, n: int = 4, c: int
     ax.set_zticks([])
     ax.set_title(layer)
     return ax
+
+
+# ---------------------------------------------------------------------------
+# Exercise: write BatchNorm's forward pass yourself
+# ---------------------------------------------------------------------------
+
+
+def check_batch_norm(batch_norm) -> Report:
+    """Check ``batch_norm(x, gamma, beta, running_mean, running_var, training,
+    momentum=0.1, eps=1e-5) -> y`` for x of shape (N, C, H, W), against
+    ``torch.nn.functional.batch_norm``: the output in both modes, and the running
+    estimates, updated in place in training mode only (mean, and *unbiased* variance,
+    with ``new = (1 - momentum) * old + momentum * batch``)."""
+    torch.manual_seed(0)
+    x = 3 + 2 * torch.randn(8, 4, 5, 5)
+    gamma, beta = 1 + torch.rand(4), torch.randn(4)
+
+    def run(fn, x, training):
+        mean, var = torch.randn(4), 1 + torch.rand(4)
+        stats = [mean.clone(), var.clone()]
+        y = fn(x, gamma, beta, stats[0], stats[1], training, 0.1, 1e-5)
+        return y, stats, (mean, var)
+
+    def reference(x, gamma, beta, mean, var, training, momentum, eps):
+        return nn.functional.batch_norm(x, mean, var, gamma, beta, training, momentum, eps)
+
+    def output_in(training: bool):
+        def check() -> str | None:
+            torch.manual_seed(1)
+            got, (mean, var), (mean0, var0) = run(batch_norm, x, training)
+            torch.manual_seed(1)
+            want, _, _ = run(reference, x, training)
+            problem = compare(got, want, f"the output in {'training' if training else 'eval'} mode")
+            if problem is not None and not training:
+                if not (torch.equal(mean, mean0) and torch.equal(var, var0)):
+                    return "eval mode changed the running estimates: update them only in training"
+            if problem is None or got is None or got.shape != want.shape:
+                return problem
+            batch_mean = x.mean((0, 2, 3), keepdim=True)
+            if training:
+                unbiased = (x - batch_mean) / (x.var((0, 2, 3), keepdim=True) + 1e-5).sqrt()
+                if torch.allclose(
+                    got, unbiased * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), atol=1e-4
+                ):
+                    return (
+                        "normalise with the biased variance (divide by n, "
+                        "unbiased=False); only the running estimate uses the unbiased one"
+                    )
+                per_sample = (x - x.mean((1, 2, 3), keepdim=True)) / (
+                    x.var((1, 2, 3), unbiased=False, keepdim=True) + 1e-5
+                ).sqrt()
+                if torch.allclose(
+                    got, per_sample * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), atol=1e-4
+                ):
+                    return (
+                        "statistics over the wrong axes: one mean and variance per "
+                        "channel, over (N, H, W), i.e. dims (0, 2, 3)"
+                    )
+                plain = (x - batch_mean) / (
+                    x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5
+                ).sqrt()
+                if torch.allclose(got, plain, atol=1e-4):
+                    return "gamma and beta are not applied: y = x_hat * gamma + beta (per channel)"
+            else:
+                batch = nn.functional.batch_norm(x, None, None, gamma, beta, True, 0.1, 1e-5)
+                if torch.allclose(got, batch, atol=1e-4):
+                    return (
+                        "eval mode used the batch's statistics: normalise with "
+                        "running_mean and running_var"
+                    )
+            return problem
+
+        return check
+
+    def constant_channel() -> str | None:
+        flat = x.clone()
+        flat[:, 1] = 0.5  # variance 0: only eps keeps the division finite
+        got, _, _ = run(batch_norm, flat, True)
+        want, _, _ = run(reference, flat, True)
+        return compare(got, want, "a constant channel (variance 0)")
+
+    def running(training: bool):
+        def check() -> str | None:
+            torch.manual_seed(2)
+            _, (mean, var), (mean0, var0) = run(batch_norm, x, training)
+            torch.manual_seed(2)
+            _, (want_mean, want_var), _ = run(reference, x, training)
+            if not training:
+                if not (torch.equal(mean, mean0) and torch.equal(var, var0)):
+                    return "eval mode changed the running estimates: update them only in training"
+                return None
+            if torch.equal(mean, mean0):
+                return (
+                    "running_mean was not updated in place: "
+                    "running_mean.mul_(1 - momentum).add_(momentum * batch_mean)"
+                )
+            batch_mean = x.mean((0, 2, 3))
+            if torch.allclose(mean, 0.9 * batch_mean + 0.1 * mean0, atol=1e-5):
+                return "momentum is reversed: new = (1 - momentum) * old + momentum * batch"
+            problem = compare(mean, want_mean, "running_mean")
+            if problem is not None:
+                return problem
+            biased = 0.9 * var0 + 0.1 * x.var((0, 2, 3), unbiased=False)
+            if torch.allclose(var, biased, atol=1e-5):
+                return (
+                    "running_var must use the unbiased variance (divide by n - 1), as "
+                    "torch does, though the normalisation uses the biased one"
+                )
+            return compare(var, want_var, "running_var")
+
+        return check
+
+    return run_checks(
+        "batch_norm",
+        [
+            ("output in training mode", output_in(True)),
+            ("output in eval mode", output_in(False)),
+            ("a constant channel", constant_channel),
+            ("running estimates in training mode", running(True)),
+            ("running estimates in eval mode", running(False)),
+        ],
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course.check import Report, compare, run_checks
 from course.config import run_seed
 from course.models.deep import DeepCNN, init_conv_weights
 
@@ -87,3 +88,98 @@ def shape_table(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int,
         for h in hooks:
             h.remove()
     return rows
+
+
+# ---------------------------------------------------------------------------
+# Exercise: write a residual block with its projection shortcut yourself
+# ---------------------------------------------------------------------------
+
+#: The attribute names the exercise asks for (torchvision's, with ``shortcut`` for its
+#: ``downsample``), so that the block can take torchvision's weights.
+BLOCK_NAMES = ("conv1", "bn1", "conv2", "bn2", "shortcut")
+
+
+def _torchvision_block(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    from torchvision.models.resnet import BasicBlock
+
+    downsample = None
+    if stride != 1 or in_channels != out_channels:
+        downsample = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+    return BasicBlock(in_channels, out_channels, stride, downsample)
+
+
+def check_basic_block(block_class: type[nn.Module]) -> Report:
+    """Check ``block_class(in_channels, out_channels, stride=1)``, ResNet18's basic
+    block: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut that is the identity
+    when the shapes match and a 1x1 convolution with the stride followed by BN when
+    they do not, then ReLU *after* the addition. Its parameters are loaded into
+    torchvision's ``BasicBlock`` and the two are compared, in training and eval mode,
+    for the three cases of ResNet18: (64, 64, 1), (64, 128, 2), (128, 128, 1)."""
+
+    def case(in_channels: int, out_channels: int, stride: int):
+        def check() -> str | None:
+            torch.manual_seed(0)
+            block = block_class(in_channels, out_channels, stride)
+            if block is None or not isinstance(block, nn.Module):
+                return "the class must build an nn.Module (write __init__ and forward)"
+            missing = [n for n in BLOCK_NAMES[:4] if not hasattr(block, n)]
+            if missing:
+                return f"name the layers {', '.join(BLOCK_NAMES)}; missing: {missing}"
+            convs = [block.conv1, block.conv2]
+            if any(getattr(c, "bias", None) is not None for c in convs):
+                return "a convolution followed by BN needs no bias: bias=False"
+            projects = stride != 1 or in_channels != out_channels
+            shortcut = getattr(block, "shortcut", None)
+            params = sum(p.numel() for p in shortcut.parameters()) if shortcut else 0
+            if projects and params == 0:
+                return (
+                    f"({in_channels} -> {out_channels}, stride {stride}): the shapes change, "
+                    "so the shortcut must project: nn.Sequential(nn.Conv2d(in, out, 1, "
+                    "stride, bias=False), nn.BatchNorm2d(out))"
+                )
+            if not projects and params:
+                return "when the shapes match the shortcut is the identity (no parameters)"
+            reference = _torchvision_block(in_channels, out_channels, stride)
+            ours = {k.replace("shortcut.", "downsample."): v for k, v in block.state_dict().items()}
+            try:
+                reference.load_state_dict(ours)
+            except RuntimeError as error:
+                first = str(error).splitlines()[1] if "\n" in str(error) else str(error)
+                return f"the layers' shapes differ from ResNet18's block: {first.strip()}"
+            x = torch.randn(2, in_channels, 16, 16)
+            for training in (True, False):
+                block.train(training)
+                reference.train(training)
+                mode = "training" if training else "eval"
+                got, want = block(x), reference(x)
+                if isinstance(got, torch.Tensor) and got.shape == want.shape and (got < 0).any():
+                    return "the output has negative values: apply the last ReLU after the addition"
+                problem = compare(
+                    got,
+                    want,
+                    f"the output ({in_channels} -> {out_channels}, stride {stride}, {mode} mode)",
+                    atol=1e-4,
+                )
+                if problem is not None:
+                    if isinstance(got, torch.Tensor) and got.shape == want.shape:
+                        no_skip = reference.bn2(
+                            reference.conv2(reference.relu(reference.bn1(reference.conv1(x))))
+                        ).relu()
+                        if torch.allclose(got, no_skip, atol=1e-4):
+                            return "the shortcut is not added: out = relu(f(x) + shortcut(x))"
+                    return problem
+            return None
+
+        return check
+
+    return run_checks(
+        "basic block",
+        [
+            ("identity shortcut (64 -> 64)", case(64, 64, 1)),
+            ("projection (64 -> 128, stride 2)", case(64, 128, 2)),
+            ("identity shortcut (128 -> 128)", case(128, 128, 1)),
+        ],
+    )

@@ -48,6 +48,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
+from course.check import Report, run_checks
 from course.config import pick, run_seed
 from course.data import make_shapes
 from course.data.augment import BatchAugmentation
@@ -153,6 +154,75 @@ def sgd_step(
         for p in model.parameters():
             if p.grad is not None:
                 p.sub_(lr * p.grad)
+
+
+def check_scaling_rule(scaled_lr: Callable, warmup: Callable) -> Report:
+    """Check the two functions of Goyal et al.'s recipe, written by the student:
+
+    - ``scaled_lr(base_lr, batch_size, base_batch_size=256)``: the linear scaling rule,
+      ``base_lr * batch_size / base_batch_size`` (against :func:`linear_scaled_lr`);
+    - ``warmup(step, warmup_steps)``: the learning-rate factor of a linear warmup,
+      0 at step 0, rising by ``1 / warmup_steps`` per step to exactly 1 at
+      ``warmup_steps``, 1 afterwards, and 1 from the start when ``warmup_steps`` is 0
+      (against :func:`warmup_factor` with no decay).
+    """
+
+    def rule() -> str | None:
+        for base_lr, batch, base in ((0.1, 8192, 256), (0.1, 64, 256), (0.05, 100, 32)):
+            got, want = scaled_lr(base_lr, batch, base), linear_scaled_lr(base_lr, batch, base)
+            if got is None:
+                return "scaled_lr returned None: return the learning rate"
+            if math.isclose(got, want, rel_tol=1e-9):
+                continue
+            if math.isclose(got, base_lr * math.sqrt(batch / base), rel_tol=1e-9):
+                return (
+                    "that is the square-root rule; the linear rule multiplies the "
+                    "learning rate by k = batch_size / base_batch_size"
+                )
+            if math.isclose(got, base_lr * base / batch, rel_tol=1e-9):
+                return "the ratio is inverted: a k times larger batch gets a k times larger lr"
+            if math.isclose(got, base_lr * (batch // base), rel_tol=1e-9):
+                return "integer division (//) rounds k down: use batch_size / base_batch_size"
+            return f"scaled_lr({base_lr}, {batch}, {base}) = {got}, expected {want}"
+        return None
+
+    def factor() -> str | None:
+        steps = 10
+        got = [warmup(t, steps) for t in range(steps + 6)]
+        want = [warmup_factor(t, steps, steps + 6, decay="none") for t in range(steps + 6)]
+        if got[0] is None:
+            return "warmup returned None: return the factor"
+        if all(math.isclose(g, w, abs_tol=1e-9) for g, w in zip(got, want, strict=True)):
+            return None
+        if all(math.isclose(g, min(1.0, (t + 1) / steps)) for t, g in enumerate(got)):
+            return (
+                "off by one step: the factor is 0 at step 0 and reaches 1 at step "
+                "warmup_steps (factor = step / warmup_steps)"
+            )
+        if any(g > 1 + 1e-9 for g in got):
+            return "the factor goes above 1 after the warmup: it stays at 1 (min(1, ...))"
+        wrong = next(
+            t for t, (g, w) in enumerate(zip(got, want, strict=True)) if not math.isclose(g, w)
+        )
+        return f"warmup({wrong}, {steps}) = {got[wrong]}, expected {want[wrong]}"
+
+    def no_warmup() -> str | None:
+        try:
+            got = warmup(0, 0)
+        except ZeroDivisionError:
+            return "warmup(0, 0) divides by zero: without warmup, return 1 from the first step"
+        if not math.isclose(got, 1.0):
+            return f"warmup(0, 0) = {got}: without warmup the factor is 1 from the first step"
+        return None
+
+    return run_checks(
+        "scaling rule and warmup",
+        [
+            ("the linear scaling rule", rule),
+            ("the warmup factor", factor),
+            ("no warmup (warmup_steps = 0)", no_warmup),
+        ],
+    )
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from course.check import Report, compare, run_checks
+
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """(..., 4) xyxy -> (...) areas, e.g. (N, 4) -> (N,)."""
@@ -125,3 +127,138 @@ def anchor_boxes(
     cy, cx = torch.meshgrid(centres, centres, indexing="ij")
     cx, cy = cx.reshape(-1, 1), cy.reshape(-1, 1)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4)
+
+
+# ---------------------------------------------------------------------------
+# Exercise: write IoU and NMS yourself
+# ---------------------------------------------------------------------------
+
+
+def _random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=generator) * 80
+    wh = 5 + torch.rand(n, 2, generator=generator) * 40
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def check_box_iou(box_iou_fn) -> Report:
+    """Check ``box_iou_fn(a, b) -> (N, M)``, the IoU of every box of ``a`` (N, 4) with
+    every box of ``b`` (M, 4), xyxy, against ``torchvision.ops.box_iou``: random boxes,
+    disjoint boxes (IoU 0), a box inside another, identical boxes (IoU 1)."""
+    import torchvision
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = _random_boxes(6, generator), _random_boxes(6, generator)
+
+    def pairs() -> str | None:
+        got, want = box_iou_fn(a, b), torchvision.ops.box_iou(a, b)
+        if not isinstance(got, torch.Tensor):
+            return compare(got, want, "IoU of random boxes")
+        if got.dim() == 1:
+            return "returns one IoU per pair (a[i], b[i]): return the (N, M) matrix of all pairs"
+        problem = compare(got, want, "IoU of random boxes")
+        if problem is None or got.shape != want.shape:
+            return problem
+        one = torch.tensor([0.0, 0.0, 1.0, 1.0])
+        if torch.allclose(got, torchvision.ops.box_iou(a + one, b + one), atol=1e-5):
+            return (
+                "a +1 pixel convention (width = x2 - x1 + 1): boxes here are continuous, "
+                "width = x2 - x1"
+            )
+        if (got < -1e-6).any() or (got > 1 + 1e-6).any():
+            return "IoUs outside [0, 1]: clamp the intersection's width and height at 0"
+        inter = want * (box_area(a)[:, None] + box_area(b)[None]) / (1 + want)
+        if torch.allclose(got, inter / (box_area(a)[:, None] + box_area(b)[None]), atol=1e-5):
+            return "union = area(a) + area(b) - intersection: the intersection is counted twice"
+        return problem
+
+    def disjoint() -> str | None:
+        left = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+        far = torch.tensor([[20.0, 30.0, 25.0, 40.0]])
+        got = box_iou_fn(left, far)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and got.item() != 0:
+            return (
+                f"two disjoint boxes have IoU {got.item():.3f}, not 0: clamp the "
+                "intersection's width and height at 0 (two negatives multiply to a "
+                "positive area)"
+            )
+        return compare(got, torch.zeros(1, 1), "IoU of disjoint boxes")
+
+    def edge_cases() -> str | None:
+        outer = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+        inner = torch.tensor([[2.0, 2.0, 7.0, 7.0], [0.0, 0.0, 10.0, 10.0]])
+        got = box_iou_fn(outer, inner)
+        if (
+            isinstance(got, torch.Tensor)
+            and got.shape == (1, 2)
+            and abs(got[0, 1] - 100 / 121) < 1e-4
+        ):
+            return (
+                "a +1 pixel convention (width = x2 - x1 + 1): boxes here are continuous, "
+                "width = x2 - x1"
+            )
+        return compare(got, torch.tensor([[0.25, 1.0]]), "a box inside another; identical boxes")
+
+    return run_checks(
+        "box_iou",
+        [
+            ("IoU of random boxes", pairs),
+            ("disjoint boxes", disjoint),
+            ("nested and identical boxes", edge_cases),
+        ],
+    )
+
+
+def check_nms(nms_fn) -> Report:
+    """Check ``nms_fn(boxes, scores, iou_threshold) -> kept indices``, greedy
+    non-maximum suppression, against ``torchvision.ops.nms``: visit the boxes by
+    decreasing score, keep one, discard every remaining box whose IoU with it is
+    greater than the threshold; return the kept indices (int64), best first."""
+    import torchvision
+
+    generator = torch.Generator().manual_seed(1)
+    boxes = _random_boxes(30, generator)
+    scores = torch.rand(30, generator=generator)
+
+    def random_case() -> str | None:
+        got, want = nms_fn(boxes, scores, 0.3), torchvision.ops.nms(boxes, scores, 0.3)
+        if isinstance(got, torch.Tensor) and got.dtype == torch.bool:
+            return "returns a mask: return the indices of the kept boxes (int64), best first"
+        if (
+            isinstance(got, torch.Tensor)
+            and got.shape == want.shape
+            and set(got.tolist()) == set(want.tolist())
+        ):
+            if not torch.equal(got, want):
+                return "the right boxes, in the wrong order: return them by decreasing score"
+        if isinstance(got, torch.Tensor) and got.dtype == want.dtype:
+            unsorted = []
+            for i in range(len(boxes)):  # the classic mistake: visit in index order
+                if all(box_iou(boxes[i : i + 1], boxes[j : j + 1]).item() <= 0.3 for j in unsorted):
+                    unsorted.append(i)
+            if got.tolist() == unsorted:
+                return (
+                    "visit the boxes by decreasing score (argsort(descending=True)), "
+                    "not in index order"
+                )
+        return compare(got, want, "the kept indices")
+
+    def threshold() -> str | None:
+        pair = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])  # IoU exactly 0.5
+        got = nms_fn(pair, torch.tensor([0.9, 0.8]), 0.5)
+        want = torchvision.ops.nms(pair, torch.tensor([0.9, 0.8]), 0.5)
+        if isinstance(got, torch.Tensor) and got.tolist() == [0]:
+            return "a box whose IoU equals the threshold is kept: discard only IoU > threshold"
+        return compare(got, want, "IoU equal to the threshold")
+
+    def empty() -> str | None:
+        got = nms_fn(torch.zeros(0, 4), torch.zeros(0), 0.5)
+        return compare(got, torch.zeros(0, dtype=torch.int64), "no box at all")
+
+    return run_checks(
+        "nms",
+        [
+            ("30 random boxes", random_case),
+            ("IoU equal to the threshold", threshold),
+            ("no box at all", empty),
+        ],
+    )

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from course.check import Report, compare, run_checks
 from course.data import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from course.detection.backbone import detection_backbone
 from course.detection.boxes import batched_nms, box_area, clip_boxes_to_image, cxcywh_to_xyxy
@@ -274,3 +275,97 @@ def yolo_output_from_targets(target: torch.Tensor, boxes_per_cell: int) -> torch
     box = torch.cat([target[..., :2], target[..., 2:4].sqrt(), target[..., 4:5]], -1)
     others = torch.zeros(*target.shape[:2], 5 * (boxes_per_cell - 1))
     return torch.cat([box, others, target[..., 5:]], -1)
+
+
+# ---------------------------------------------------------------------------
+# Exercise: write YOLO's target encoding yourself
+# ---------------------------------------------------------------------------
+
+
+def check_yolo_encoding(encode) -> Report:
+    """Check ``encode(boxes, labels, num_classes, grid, image_size) -> (S, S, 5 + C)``,
+    YOLO v1's target for one image (``image_size`` is (height, width), boxes xyxy in
+    pixels, at most one object per cell here), against :func:`encode_yolo_targets`:
+    the object goes to the cell (row, col) holding its centre; x, y are the centre's
+    offsets inside that cell, in [0, 1); w, h are the box's size divided by the
+    image's; then objectness 1 and the one-hot class."""
+    image_size = (200, 300)  # not square: height and width must not be swapped
+    boxes = torch.tensor(
+        [
+            [10.0, 20.0, 70.0, 60.0],  # centre (40, 40): row 1, col 0 on a 7 x 7 grid
+            [150.0, 100.0, 290.0, 190.0],  # centre (220, 145): row 5, col 5
+            [200.0, 5.0, 300.0, 40.0],  # centre (250, 22.5): row 0, col 5
+            [0.0, 170.0, 300.0, 200.0],  # centre (150, 185): the last row
+        ]
+    )
+    labels = torch.tensor([2, 0, 1, 2])
+
+    def run(boxes, labels):
+        got = encode(boxes.clone(), labels.clone(), 3, 7, image_size)
+        return got, encode_yolo_targets(boxes, labels, 3, 7, image_size)
+
+    def cells() -> str | None:
+        got, want = run(boxes, labels)
+        if got is None or not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return compare(got, want, "the target")
+        occupied, expected = got[..., 4] == 1, want[..., 4] == 1
+        if torch.equal(occupied, expected):
+            return None
+        if torch.equal(occupied, expected.T):
+            return (
+                "rows and columns are swapped: the target is indexed [row, col] = [y cell, x cell]"
+            )
+        rounded = torch.zeros(7, 7, dtype=torch.bool)
+        for x1, y1, x2, y2 in boxes.tolist():
+            row = min(round((y1 + y2) / 2 / image_size[0] * 7), 6)
+            col = min(round((x1 + x2) / 2 / image_size[1] * 7), 6)
+            rounded[row, col] = True
+        if torch.equal(occupied, rounded):
+            return "a grid cell off by one: the cell index is floor(cx * S), not round(cx * S)"
+        return (
+            "objects in the wrong cells: the cell is (floor(cy * S), floor(cx * S)), "
+            "with cx = centre x / width and cy = centre y / height"
+        )
+
+    def values() -> str | None:
+        got, want = run(boxes, labels)
+        cell = want[..., 4] == 1
+        offsets = got[cell][:, :2]
+        rows_cols = cell.nonzero().flip(1).float()  # (col, row) of each object, row-major
+        in_image = (rows_cols + want[cell][:, :2]) / 7
+        if (
+            torch.allclose(offsets, in_image, atol=1e-5)
+            or (offsets < 0).any()
+            or (offsets >= 1).any()
+        ):
+            return (
+                "x, y must be the centre's offset inside its cell, in [0, 1): "
+                "cx * S - col, not the position in the image"
+            )
+        problem = compare(got[cell][:, :2], want[cell][:, :2], "x, y (offsets in the cell)")
+        if problem is not None:
+            return problem
+        if torch.allclose(got[cell][:, 2:4], want[cell][:, 2:4] * 7, atol=1e-5):
+            return "w, h are fractions of the image (w / width), not of a cell"
+        if torch.allclose(got[cell][:, 2:4], want[cell][:, 2:4].flip(1), atol=1e-5):
+            return "w and h are swapped: image_size is (height, width)"
+        return compare(got, want, "the whole target (x, y, w, h, objectness, one-hot class)")
+
+    def edge() -> str | None:
+        corner = torch.tensor([[250.0, 150.0, 300.0, 200.0]])  # centre (275, 175)
+        edge_box = torch.tensor([[280.0, 180.0, 300.0, 200.0]])  # centre near the corner
+        for box in (corner, edge_box):
+            got, want = run(box, torch.tensor([1]))
+            problem = compare(got, want, "an object in the bottom-right cell")
+            if problem is not None:
+                return problem
+        return None
+
+    return run_checks(
+        "yolo encoding",
+        [
+            ("each object in the cell of its centre", cells),
+            ("x, y, w, h, objectness and class", values),
+            ("an object in the bottom-right cell", edge),
+        ],
+    )

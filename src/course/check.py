@@ -1,0 +1,199 @@
+"""Checking a student's implementation: say *what* is wrong, not just "wrong".
+
+Each chapter's "write it yourself" exercise ends with a call such as
+``check_batch_norm(my_batch_norm)``. The checker runs the student's function on
+random and edge-case inputs, compares it with the package's implementation (or
+torch's), and returns a :class:`Report`: the checks passed so far, and the first
+problem found, named as a mistake (a sign, a missing clamp, the wrong axes, a
+forgotten ``zero_grad``) with what to change. A report shows itself in a notebook
+and is true when every check passed, so a solution cell can ``assert`` it.
+
+The checks themselves live beside what they check (``course.norm.check_batch_norm``,
+``course.detection.boxes.check_box_iou``, ...); this module holds what they share:
+:class:`Report`, :func:`run_checks` and :func:`compare`. The training-loop checker
+of chapter 0, :func:`check_train_epoch`, is here too: its subject is the floor itself.
+
+Used in chapter 0 (the other chapters reach it through their own modules' checkers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+#: A check: its name, and a function returning None when it holds, else the problem.
+Check = tuple[str, Callable[[], "str | None"]]
+
+
+@dataclass
+class Report:
+    """What a checker found: ``passed`` (names of the checks that held) and ``problem``
+    (the first that did not, with what to change; None when all held)."""
+
+    name: str
+    passed: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.problem is None
+
+    def __repr__(self) -> str:
+        if self.problem is None:
+            return f"✓ {self.name}: all {len(self.passed)} checks passed."
+        done = f" (passed before it: {', '.join(self.passed)})" if self.passed else ""
+        return f"✗ {self.name}: {self.problem}{done}"
+
+
+def run_checks(name: str, checks: Iterable[Check]) -> Report:
+    """Run ``checks`` in order and stop at the first problem. An exception raised by the
+    student's code becomes the problem, with its type and message."""
+    report = Report(name)
+    for check_name, check in checks:
+        try:
+            problem = check()
+        except NotImplementedError:
+            problem = "not written yet (the body still raises NotImplementedError)"
+        except Exception as error:  # the student's code failed: say how
+            problem = f"{check_name}: your code raised {type(error).__name__}: {error}"
+        if problem is not None:
+            report.problem = problem
+            return report
+        report.passed.append(check_name)
+    return report
+
+
+def compare(got, want: torch.Tensor, what: str, atol: float = 1e-5) -> str | None:
+    """None when ``got`` equals ``want`` (within ``atol``), else what differs: not a
+    tensor (``None`` when the body is still ``...``), shape, dtype, NaN, the opposite
+    sign, a constant factor, or the largest difference."""
+    if got is None:
+        return f"{what}: your function returned None (write its body, and return the result)"
+    if not isinstance(got, torch.Tensor):
+        return f"{what}: expected a tensor, got {type(got).__name__}"
+    if got.shape != want.shape:
+        return f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    if got.dtype != want.dtype:
+        return f"{what}: dtype {got.dtype}, expected {want.dtype}"
+    got, want = got.detach().double(), want.detach().double()
+    if not torch.isfinite(got).all():
+        return f"{what}: contains NaN or inf (a division by zero? a missing eps?)"
+    if torch.allclose(got, want, atol=atol, rtol=1e-4):
+        return None
+    if want.abs().max() > atol and torch.allclose(got, -want, atol=atol, rtol=1e-4):
+        return f"{what}: has the opposite sign of the expected result"
+    nonzero = want.abs() > 1e-3
+    if nonzero.any():
+        ratio = got[nonzero] / want[nonzero]
+        if ratio.std() < 1e-4 * ratio.abs().mean() + 1e-9:
+            return f"{what}: is the expected result times {ratio.mean().item():.4g}"
+    error = (got - want).abs().max().item()
+    return f"{what}: differs from the expected result by up to {error:.3g}"
+
+
+# ---------------------------------------------------------------------------
+# Chapter 0: the training loop
+# ---------------------------------------------------------------------------
+
+
+def _loop_setup(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(24, 4), torch.randint(0, 3, (24,))
+    loader = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    return model, loader
+
+
+def _reference_epoch(model, loader, *, zero_grad=True, train=True, step=True) -> float:
+    """The loop as chapter 0 writes it; the switches reproduce the usual mistakes."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train(train)
+    total, count = 0.0, 0
+    for x, y in loader:
+        if zero_grad:
+            optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if step:
+            optimizer.step()
+        total, count = total + loss.item() * len(x), count + len(x)
+    return total / count
+
+
+def _same_parameters(a: nn.Module, b: nn.Module) -> bool:
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    return all(torch.allclose(p, q, atol=1e-6) for p, q in pairs)
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(
+        torch.allclose(p, q, atol=1e-6)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def check_train_epoch(train_epoch: Callable) -> Report:
+    """Check ``train_epoch(model, loader, loss_fn, optimizer) -> float``: one epoch of
+    training (train mode, for each batch: zero the gradients, forward, loss, backward,
+    step) returning the mean loss per sample. Compared with chapter 0's loop on a small
+    network with BatchNorm (so that train/eval mode matters), SGD with momentum."""
+
+    def trained(**mistake) -> tuple[nn.Module, float]:
+        model, loader = _loop_setup()
+        model.eval()  # the student's loop must switch to train mode itself
+        return model, _reference_epoch(model, loader, **mistake)
+
+    def student() -> tuple[nn.Module, object]:
+        model, loader = _loop_setup()
+        model.eval()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, train_epoch(model, loader, nn.functional.cross_entropy, optimizer)
+
+    state: dict = {}
+
+    def weights() -> str | None:
+        state["model"], state["loss"] = model, loss = student()
+        initial, _ = _loop_setup()
+        if _same_parameters(model, initial):
+            if loss is None:
+                return "your function returned None and trained nothing: write its body"
+            return "the weights did not change: call optimizer.step() after loss.backward()"
+        for mistake, advice in (
+            (
+                {"zero_grad": False},
+                "gradients add up across batches: call "
+                "optimizer.zero_grad() before each loss.backward()",
+            ),
+            (
+                {"train": False},
+                "the model trained in eval mode: call model.train() "
+                "first (BatchNorm then uses the batch's statistics)",
+            ),
+        ):
+            if _same_weights(model, trained(**mistake)[0]):
+                return advice
+        if not _same_weights(model, trained()[0]):
+            return "the weights after one epoch differ from the reference loop's"
+        return None
+
+    def mean_loss() -> str | None:
+        _, want = trained()
+        got = state["loss"]
+        if got is None:
+            return "returns None: return the mean loss of the epoch"
+        if isinstance(got, torch.Tensor):
+            if got.requires_grad:
+                return "returns a tensor that holds the graph: use loss.item()"
+            got = got.item()
+        if abs(got - want) < 1e-5:
+            return None
+        if abs(got - 3 * want) < 1e-4:
+            return "returns the sum of the batch losses: divide by the number of batches"
+        return f"returns {got:.5f}, expected the mean loss {want:.5f}"
+
+    return run_checks(
+        "train_epoch", [("weights after one epoch", weights), ("the returned mean loss", mean_loss)]
+    )
+
