@@ -115,3 +115,11 @@ def test_two_processes_generating_the_same_data_set_at_once(tmp_path):
     for path in images:
         with Image.open(path) as image:
             image.load()  # a truncated or half-overwritten file raises here
+
+
+def test_voc_groups_partition_the_classes_as_the_devkit_lists_them():
+    from course.data.voc import VOC_CLASSES, VOC_GROUPS
+
+    members = [name for group in VOC_GROUPS.values() for name in group]
+    assert sorted(members) == sorted(VOC_CLASSES) and len(members) == len(set(members)) == 20
+    assert list(VOC_GROUPS) == ["Person", "Animal", "Vehicle", "Indoor"]

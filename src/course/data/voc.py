@@ -62,6 +62,14 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
+#: The four groups of the VOC2007 challenge (and of the slides), each a tuple of
+#: :data:`VOC_CLASSES` names; together they hold every class once.
+VOC_GROUPS = {
+    "Person": ("person",),
+    "Animal": ("bird", "cat", "cow", "dog", "horse", "sheep"),
+    "Vehicle": ("aeroplane", "bicycle", "boat", "bus", "car", "motorbike", "train"),
+    "Indoor": ("bottle", "chair", "diningtable", "pottedplant", "sofa", "tvmonitor"),
+}
 #: Bump when the synthetic scenes change: generated folders carry it in their names.
 GENERATOR_VERSION = 1
 
