@@ -523,3 +523,34 @@ def test_keep_best_restores_the_epoch_with_the_best_validation_loss(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="val_loader"):
         fit(model, DataLoader(_data()), epochs=1, optimizer=opt, keep_best="val_loss")
+
+
+def test_atomic_write_leaves_the_file_whole_or_as_it_was(tmp_path):
+    """course.runstate.atomic_write: complete on success; on an error the old content and
+    no temporary file remain; the package's writers of shared files all go through it."""
+    import ast
+    from pathlib import Path
+
+    from course.runstate import atomic_write
+
+    path = tmp_path / "sub" / "split.txt"
+    with atomic_write(path) as f:
+        f.write(b"a\nb\n")
+    assert path.read_bytes() == b"a\nb\n"
+    with pytest.raises(RuntimeError), atomic_write(path, durable=False) as f:
+        f.write(b"half")
+        raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"a\nb\n"
+    assert [p.name for p in path.parent.iterdir()] == ["split.txt"]
+    src = Path(__file__).resolve().parents[1] / "src" / "course"
+    writers = []
+    for file in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("write_text", "write_bytes"):
+                writers.append(f"{file.name}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and node.attr == "mkstemp":
+                writers.append(f"{file.name}:{node.lineno} (mkstemp)")
+    others = [w for w in writers if not (w.startswith("runstate.py:") and "mkstemp" in w)]
+    assert len(writers) == 1 and not others, (
+        f"write shared files with course.runstate.atomic_write: {others}"
+    )

@@ -196,4 +196,3 @@ def check_train_epoch(train_epoch: Callable) -> Report:
     return run_checks(
         "train_epoch", [("weights after one epoch", weights), ("the returned mean loss", mean_loss)]
     )
-

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -30,26 +31,43 @@ from torch import nn
 # ---------------------------------------------------------------------------
 
 
-def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` (a dict of tensors and plain data) with ``torch.save``, atomically.
+@contextmanager
+def atomic_write(path: str | os.PathLike, durable: bool = True) -> Iterator[BinaryIO]:
+    """Write ``path`` so that it is always either absent, as it was, or complete.
 
-    The bytes go to a temporary file in the same folder, which then replaces
-    ``path`` in one ``os.replace``: a crash mid-write leaves the previous
-    checkpoint intact, never a truncated one.
+    Yields a binary file open on a temporary file in the same folder (its name starts
+    with a dot and ends in ``.tmp``, so readers that list images or checkpoints skip
+    it); when the block ends without error, that file replaces ``path`` in one
+    ``os.replace``; on an error it is deleted and ``path`` stays as it was. Two
+    processes writing the same path each write their own temporary file, and the
+    last complete one wins. ``durable`` also flushes the bytes to the disk first
+    (``fsync``): for checkpoints, not for images that can be generated again.
+
+    Every file the package shares between runs or processes is written this way:
+    checkpoints, cached models, generated images, annotations and split lists.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` (a dict of tensors and plain data) with ``torch.save``, atomically
+    (:func:`atomic_write`): a crash mid-write leaves the previous checkpoint intact,
+    never a truncated one."""
+    with atomic_write(path) as f:
+        torch.save(dict(state), f)
+    return Path(path)
 
 
 def filled_by_batchnorm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> set[str]:

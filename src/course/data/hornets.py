@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from course.config import data_paths, pick, run_seed
 from course.data.scenes import BACKGROUNDS, draw_background, jitter
+from course.runstate import atomic_write
 
 CLASSES = ("absence", "presence")  # label 0, label 1 (ImageFolder's alphabetical order)
 SLIDES_COUNTS = {"presence": 1042, "absence": 1844}
@@ -200,9 +201,8 @@ def make_synthetic_hornets(
         if not path.exists():
             image_seed = seed * 1_000_003 + (i * 2 + (cls == "presence"))
             # never a half-written image, even with two notebooks generating at once
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            render_hornet_scene(image_seed, cls == "presence", size).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_write(path, durable=False) as f:
+                render_hornet_scene(image_seed, cls == "presence", size).save(f, format="PNG")
     return folder
 
 

@@ -39,6 +39,7 @@ from course.config import data_paths, data_root, run_seed
 from course.data.download import Archive, DownloadError, extract_tar, fetch, md5_of
 from course.data.scenes import BACKGROUNDS, draw_background
 from course.data.shapes import SHAPE_CLASSES
+from course.runstate import atomic_write
 
 VOC_CLASSES = (
     "aeroplane",
@@ -139,11 +140,13 @@ def write_voc_xml(
         f"<xmax>{round(x2)}</xmax><ymax>{round(y2)}</ymax></bndbox>\n  </object>\n"
         for (x1, y1, x2, y2), label, d in zip(boxes.tolist(), labels, difficult, strict=True)
     )
-    path.write_text(
+    text = (
         f"<annotation>\n  <folder>VOC2007</folder>\n  <filename>{filename}</filename>\n"
         f"  <size><width>{width}</width><height>{height}</height><depth>3</depth></size>\n"
         f"{objects}</annotation>\n"
     )
+    with atomic_write(path, durable=False) as f:
+        f.write(text.encode())
 
 
 class VOCDetection(Dataset):
@@ -400,14 +403,12 @@ def make_synthetic_voc(
         image, boxes, labels, difficult = render_voc_scene(
             seed * 1_000_003 + int(image_id), size, textured=textured
         )
-        # temporary names of this process: two notebooks may generate at once
-        jpeg = folder / "JPEGImages" / f"{image_id}.jpg"
-        tmp = jpeg.with_name(f".{jpeg.name}.{os.getpid()}.tmp")
-        image.save(tmp, format="JPEG", quality=95)
-        os.replace(tmp, jpeg)
-        tmp = xml.with_name(f".{xml.name}.{os.getpid()}.tmp")
-        write_voc_xml(tmp, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SHAPE_CLASSES)
-        os.replace(tmp, xml)  # the xml is written last: its presence means "complete"
+        # atomic writes: two notebooks may generate at once
+        with atomic_write(folder / "JPEGImages" / f"{image_id}.jpg", durable=False) as f:
+            image.save(f, format="JPEG", quality=95)
+        # the xml is written last: its presence means "complete"
+        write_voc_xml(xml, f"{image_id}.jpg", (size, size), boxes, labels, difficult, SHAPE_CLASSES)
     for split, names in (*ids.items(), ("trainval", ids["train"] + ids["val"])):
-        (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        with atomic_write(folder / "ImageSets" / "Main" / f"{split}.txt", durable=False) as f:
+            f.write(("\n".join(names) + "\n").encode())
     return root
