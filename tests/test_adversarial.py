@@ -199,16 +199,14 @@ def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkey
     import torchvision
 
     from course.adversarial import cached_hornet_classifier
-    from course.data.hornets import make_synthetic_hornets
+    from course.data.hornets import HornetRecipe, make_synthetic_hornets
 
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("COURSE_PROFILE", "smoke")
     make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
-    kwargs = dict(
-        synthetic_scale=0.01, pretrain_samples=64, pretrain_epochs=1, head_epochs=1, progress=False
-    )
+    kwargs = dict(recipe=HornetRecipe(0.01, 64, 1), head_epochs=1, progress=False)
     _, _, offline = cached_hornet_classifier(**kwargs)
     assert "synthetic insect task" in offline and "trained and saved" in offline
     assert "real photos" in offline

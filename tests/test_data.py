@@ -123,3 +123,23 @@ def test_voc_groups_partition_the_classes_as_the_devkit_lists_them():
     members = [name for group in VOC_GROUPS.values() for name in group]
     assert sorted(members) == sorted(VOC_CLASSES) and len(members) == len(set(members)) == 20
     assert list(VOC_GROUPS) == ["Person", "Animal", "Vehicle", "Indoor"]
+
+
+def test_one_hornet_recipe_for_the_chapters_that_share_cached_models():
+    """The hornet sizes (cache keys of the stand-in and of chapter 4's classifier) are
+    written once, in course.data.hornets.hornet_recipe: no chapter repeats them."""
+    from course.data.hornets import hornet_recipe
+    from tests.conftest import ROOT
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COURSE_PROFILE", "smoke")
+        assert hornet_recipe().pretrain_samples == 1500
+    for path in (
+        "notebooks/03_finetuning_hornets.ipynb",
+        "notebooks/04_adversarial_fgsm.ipynb",
+        "src/course/scaling.py",
+        "src/course/adversarial.py",
+    ):
+        text = (ROOT / path).read_text()
+        assert "pick(smoke=0.2, cpu=0.3" not in text and "pretrain_samples=pick(" not in text, path
+    assert "hornet_recipe()" in (ROOT / "notebooks/04_adversarial_fgsm.ipynb").read_text()

@@ -30,7 +30,13 @@ from tqdm.auto import tqdm
 
 from course.check import Report, compare, run_checks
 from course.config import cache_dir, data_paths, run_seed
-from course.data.hornets import HornetData, hornet_image_size, load_hornet_data
+from course.data.hornets import (
+    HornetData,
+    HornetRecipe,
+    hornet_image_size,
+    hornet_recipe,
+    load_hornet_data,
+)
 from course.models.pretrained import (
     CACHE_VERSION,
     freeze_backbone,
@@ -322,9 +328,7 @@ def train_adversarially(
 
 
 def cached_hornet_classifier(
-    synthetic_scale: float,
-    pretrain_samples: int,
-    pretrain_epochs: int,
+    recipe: HornetRecipe | None = None,
     head_epochs: int = 10,
     max_images: int | None = None,
     device: torch.device | str | None = None,
@@ -336,30 +340,33 @@ def cached_hornet_classifier(
     A pretrained ResNet18 (``course.models.pretrained``: ImageNet weights, or the
     synthetic stand-in offline) with a new 2-class head, backbone frozen, the
     head trained for ``head_epochs`` with ``fit`` and the class-weighted loss;
-    image size as in chapter 3 (``hornet_image_size``). Returns
+    sizes as in chapter 3 (``recipe``, default :func:`course.data.hornets.hornet_recipe`;
+    the image side from ``hornet_image_size``). Returns
     ``Normalize -> ResNet18`` taking [0, 1] images, in eval mode on the CPU; its
     data; and a sentence saying where the weights and the data come from. The
     cache file's name carries the weights' origin and a fingerprint of the data
     (file names, labels, image size), so a classifier trained on other weights
     or other images is never reused.
     """
+    recipe = recipe if recipe is not None else hornet_recipe()
     imagenet = imagenet_weights_available()
     real_photos = data_paths()["hornets"].is_dir()
     data = load_hornet_data(
         hornet_image_size(imagenet, real_photos),
-        synthetic_scale,
+        recipe.synthetic_scale,
         progress=progress,
         max_images=max_images,
     )
     net, weights_origin = pretrained_resnet18(
         "imagenet" if imagenet else "synthetic",
         hornet_image_size(False, False),
-        pretrain_samples,
-        pretrain_epochs,
+        recipe.pretrain_samples,
+        recipe.pretrain_epochs,
         device=device,
         progress=progress,
     )
-    weights_key = "imagenet" if imagenet else f"insects{pretrain_samples}x{pretrain_epochs}"
+    stand_in = f"insects{recipe.pretrain_samples}x{recipe.pretrain_epochs}"
+    weights_key = "imagenet" if imagenet else stand_in
     weights_key += f"_seed{run_seed(0)}"  # the split, the stand-in and the head's draws
     path = cache_dir() / (
         f"hornet_classifier_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{head_epochs}ep.pt"

@@ -49,10 +49,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, T
 from torch.utils.data.distributed import DistributedSampler
 
 from course.check import Report, run_checks
-from course.config import pick, run_seed
+from course.config import run_seed
 from course.data import make_shapes
 from course.data.augment import BatchAugmentation
-from course.data.hornets import load_hornet_data
+from course.data.hornets import hornet_recipe, load_hornet_data
 from course.models import resnet18
 from course.models.pretrained import with_imagenet_normalization
 from course.runstate import save_state
@@ -597,7 +597,7 @@ def train_resnet18_data_parallel(
     rank, world = dist.get_rank(), dist.get_world_size()
     # Each process its own random stream (augmentations); DDP copies rank 0's initial weights.
     seed_everything(rank)
-    scale = pick(smoke=0.2, cpu=0.3, gpu=1.0)  # chapter 3's synthetic set, when no photos
+    scale = hornet_recipe().synthetic_scale  # chapter 3's synthetic set, when no photos
     data = rank_zero_first(
         lambda: load_hornet_data(image_size, scale, max_images=max_images, progress=rank == 0)
     )

@@ -476,3 +476,33 @@ def hornet_image_size(imagenet_weights: bool, real_photos: bool) -> int:
     if imagenet_weights or real_photos:
         return pick(smoke=64, cpu=112, gpu=224)
     return pick(smoke=32, cpu=48, gpu=48)
+
+
+@dataclass(frozen=True)
+class HornetRecipe:
+    """The sizes of the hornet task that chapters 3, 4 and 6 share on one profile.
+
+    Attributes:
+        synthetic_scale: the share of the slides' 2886 images that the synthetic
+            stand-in generates (when there are no photos).
+        pretrain_samples: images of the synthetic source task that the stand-in for
+            the ImageNet weights pretrains on (offline).
+        pretrain_epochs: its pretraining epochs.
+
+    They are cache keys (the stand-in backbone, chapter 4's classifier): defined here
+    once, so that the chapters share their cached models. The image side is
+    :func:`hornet_image_size`.
+    """
+
+    synthetic_scale: float
+    pretrain_samples: int
+    pretrain_epochs: int
+
+
+def hornet_recipe() -> HornetRecipe:
+    """The :class:`HornetRecipe` of the current profile."""
+    return HornetRecipe(
+        synthetic_scale=pick(smoke=0.2, cpu=0.3, gpu=1.0),
+        pretrain_samples=pick(smoke=1500, cpu=3000, gpu=6000),
+        pretrain_epochs=pick(smoke=4, cpu=3, gpu=10),
+    )
