@@ -56,10 +56,9 @@ from course.data.hornets import hornet_recipe, load_hornet_data
 from course.models import resnet18
 from course.models.pretrained import with_imagenet_normalization
 from course.runstate import save_state
-from course.train import History, evaluate, fit, train_steps
+from course.train import History, LossFn, evaluate, fit, train_steps
 from course.utils import seed_everything
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DECAYS = ("cosine", "step", "none")
 
 # ---------------------------------------------------------------------------
