@@ -43,10 +43,11 @@ def test_notebook_installs_course_only_when_missing_and_never_torch(path):
     )
     repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
-    assert f'"course @ git+{repo}@v{version}"' in install, (
+    assert f'package = "course @ git+{repo}"' in install and f'release = "v{version}"' in install, (
         f"the install cell must install the release v{version} from repository.url of "
         "_config.yml (CHANGELOG.md: how to release)"
     )
+    assert 'f"{package}@{release}"' in install  # the release first; main only without the tag
     setup = "".join(code[1]["source"])
     assert "profile()" in setup and "get_device()" in setup and "seed_everything(" in setup
 
