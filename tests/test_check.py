@@ -133,12 +133,10 @@ def _bn(
             mean = x.mean(axes, keepdim=True)
             var = x.var(axes, unbiased=unbiased_norm, keepdim=True)
             if update and (training or eval_update):
-                n = x.numel() / x.shape[1]
                 batch_var = x.var((0, 2, 3), unbiased=not running_biased)
                 m = 1 - momentum if momentum_reversed else momentum
                 running_mean.mul_(1 - m).add_(m * x.mean((0, 2, 3)))
                 running_var.mul_(1 - m).add_(m * batch_var)
-                del n
         else:
             mean, var = running_mean.view(shape), running_var.view(shape)
             if eval_update:

@@ -122,16 +122,9 @@ def _reference_epoch(model, loader, *, zero_grad=True, train=True, step=True) ->
     return total / count
 
 
-def _same_parameters(a: nn.Module, b: nn.Module) -> bool:
-    pairs = zip(a.parameters(), b.parameters(), strict=True)
-    return all(torch.allclose(p, q, atol=1e-6) for p, q in pairs)
-
-
-def _same_weights(a: nn.Module, b: nn.Module) -> bool:
-    return all(
-        torch.allclose(p, q, atol=1e-6)
-        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
-    )
+def _all_close(xs, ys) -> bool:
+    """Every tensor of ``xs`` equals its partner in ``ys`` (to 1e-6)."""
+    return all(torch.allclose(p, q, atol=1e-6) for p, q in zip(xs, ys, strict=True))
 
 
 def check_train_epoch(train_epoch: Callable) -> Report:
@@ -153,10 +146,13 @@ def check_train_epoch(train_epoch: Callable) -> Report:
 
     state: dict = {}
 
+    def same_weights(a: nn.Module, b: nn.Module) -> bool:  # parameters and BN's buffers
+        return _all_close(a.state_dict().values(), b.state_dict().values())
+
     def weights() -> str | None:
         state["model"], state["loss"] = model, loss = student()
         initial, _ = _loop_setup()
-        if _same_parameters(model, initial):
+        if _all_close(model.parameters(), initial.parameters()):
             if loss is None:
                 return "your function returned None and trained nothing: write its body"
             return "the weights did not change: call optimizer.step() after loss.backward()"
@@ -172,15 +168,15 @@ def check_train_epoch(train_epoch: Callable) -> Report:
                 "first (BatchNorm then uses the batch's statistics)",
             ),
         ):
-            if _same_weights(model, trained(**mistake)[0]):
+            if same_weights(model, trained(**mistake)[0]):
                 return advice
-        if not _same_weights(model, trained()[0]):
+        reference, state["want"] = trained()
+        if not same_weights(model, reference):
             return "the weights after one epoch differ from the reference loop's"
         return None
 
     def mean_loss() -> str | None:
-        _, want = trained()
-        got = state["loss"]
+        got, want = state["loss"], state["want"]
         if got is None:
             return "returns None: return the mean loss of the epoch"
         if isinstance(got, torch.Tensor):

@@ -129,10 +129,11 @@ def fetch(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / archive.filename
     if target.is_file():
-        if md5_of(target) == archive.md5:
+        digest = md5_of(target)
+        if digest == archive.md5:
             return target
         raise DownloadError(
-            f"{target} is there but its MD5 is {md5_of(target)}, not {archive.md5}: the "
+            f"{target} is there but its MD5 is {digest}, not {archive.md5}: the "
             "file is corrupt or another version. Delete it and run again."
         )
     partial = folder / f"{archive.filename}.partial"

@@ -262,15 +262,14 @@ def download_voc(
     if image_set not in VOC2007_ARCHIVES:
         raise ValueError(f"image_set must be one of {sorted(VOC2007_ARCHIVES)}, got {image_set!r}")
     root = Path(root) if root is not None else data_root()
-    split = "test" if image_set == "test" else "trainval"
-    if (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / f"{split}.txt").is_file():
+    if (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
         return root
     spec = VOC2007_ARCHIVES[image_set]
     if archive is not None:
-        if md5_of(archive) != spec.md5:
+        digest = md5_of(archive)
+        if digest != spec.md5:
             raise DownloadError(
-                f"{archive} is not VOC2007's {spec.filename}: its MD5 is {md5_of(archive)}, "
-                f"not {spec.md5}."
+                f"{archive} is not VOC2007's {spec.filename}: its MD5 is {digest}, not {spec.md5}."
             )
         extract_tar(archive, root, last="ImageSets/")
         return root
