@@ -243,3 +243,10 @@ def test_every_chapter_has_a_write_it_yourself_exercise_with_a_checker(path):
             if inside and c["cell_type"] == "code" and checker[1] in "".join(c["source"])
         ]
         assert solved and ("assert report" in solved[0] or "assert all(reports)" in solved[0])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 requires cell ids (nbformat warns, and will refuse, without them)."""
+    ids = [cell.get("id") for cell in _cells(path)]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: cells without an id"
