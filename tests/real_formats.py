@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 from course.config import run_seed
 from course.data.hornets import render_hornet_scene
 from course.data.voc import VOC_CLASSES
-from course.models.pretrained import pretrain_on_synthetic
+from course.pretrained import pretrain_on_synthetic
 
 CAMERA_SIZES = ((640, 480), (480, 640), (1024, 768))
 

@@ -4,6 +4,8 @@ floor shared, and what the docs and docstrings say about it true.
 - a notebook imports only its chapter's modules and the floor (config, utils, train,
   runstate, plots, data, models);
 - no chapter module imports another chapter's module, and the floor imports none;
+- ``course.models`` is a leaf: architectures only, importing no other part of the
+  package (no training loop, no data loader, no download), as torchvision's models;
 - a module that a notebook imports says so in its docstring ("Used in chapter 3.",
   "Used in chapters 0, 4 and 6.", "Used in every chapter."), and says only that;
 - README.md, book/setup.md and the API reference give the same module map.
@@ -50,6 +52,13 @@ def test_no_module_imports_another_chapters_module(name):
     wrong = sorted(m for m, _ in imported if course_api.chapter_of(m) not in (None, own))
     where = "the floor" if own is None else f"chapter {own}"
     assert not wrong, f"{name} ({where}) imports {wrong}"
+
+
+@pytest.mark.parametrize("name", [m for m in sorted(_modules()) if m.startswith("course.models")])
+def test_models_are_a_leaf(name):
+    imported = course_api.imports(ast.parse(_modules()[name].read_text()))
+    wrong = sorted(m for m, _ in imported if m.split(".")[:2] != ["course", "models"])
+    assert not wrong, f"{name} imports {wrong}: course.models holds architectures only"
 
 
 def _tag(docstring: str) -> set[int] | None:

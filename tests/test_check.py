@@ -23,7 +23,7 @@ from course.checkpointing import check_two_segments
 from course.detection.boxes import check_box_iou, check_nms
 from course.detection.yolo import check_yolo_encoding, encode_yolo_targets
 from course.finetune import check_frozen_backbone
-from course.models.pretrained import freeze_batchnorm
+from course.models import freeze_batchnorm
 from course.norm import check_batch_norm
 from course.residual import check_basic_block
 from course.scaling import check_scaling_rule

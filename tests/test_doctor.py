@@ -13,7 +13,7 @@ import torch
 
 from course import doctor
 from course.data.voc import make_synthetic_voc
-from course.models.resnet import imagenet_weights_path
+from course.weights import imagenet_weights_path
 
 
 @pytest.fixture()

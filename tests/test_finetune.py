@@ -20,8 +20,8 @@ from course.data.hornets import (
     stratified_split,
 )
 from course.finetune import balanced_accuracy, confusion_matrix, param_groups
-from course.models import resnet18
-from course.models.pretrained import freeze_backbone, pretrained_resnet18, replace_head
+from course.models import freeze_backbone, replace_head, resnet18
+from course.pretrained import pretrained_resnet18
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_new_head_has_two_outputs_and_keeps_the_backbone():
 
 
 def test_frozen_batchnorm_normalises_with_the_pretrained_statistics_in_training_mode():
-    from course.models.pretrained import freeze_batchnorm
+    from course.models import freeze_batchnorm
 
     torch.manual_seed(0)
     model = resnet18(num_classes=3)
@@ -222,7 +222,7 @@ def test_photos_are_read_upright_with_their_exif_orientation(tmp_path):
 
 
 def test_pretrained_stand_in_is_keyed_by_cache_and_generator_versions(tmp_path, monkeypatch):
-    import course.models.pretrained as finetune
+    import course.pretrained as finetune
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     finetune.pretrain_on_synthetic(32, 64, 1, device="cpu", progress=False)

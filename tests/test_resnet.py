@@ -43,11 +43,6 @@ def test_block_shapes():
     assert ResBlockB(64)(torch.rand(1, 64, 7, 7)).shape == (1, 128, 4, 4)
 
 
-def test_unknown_weights_name():
-    with pytest.raises(ValueError, match="imagenet"):
-        resnet18(weights="IMAGENET1K_V2")
-
-
 def test_shape_table_is_the_slides_table():
     table = dict(shape_table(resnet18().eval(), torch.rand(1, 3, 224, 224)))
     assert table["input"] == (3, 224, 224)

@@ -10,16 +10,16 @@ import torch
 import torchvision
 from torchvision.models import ResNet18_Weights, Weights, WeightsEnum
 
-import course.models.resnet as resnet_module
-from course.models import resnet18
-from course.models.pretrained import pretrained_resnet18
-from course.models.resnet import (
+import course.weights as weights_module
+from course.pretrained import pretrained_resnet18
+from course.runstate import check_state_dict_compatible
+from course.weights import (
     WeightsUnavailableError,
+    imagenet_resnet18,
     imagenet_weights_available,
     imagenet_weights_path,
     load_imagenet_state_dict,
 )
-from course.runstate import check_state_dict_compatible
 from tests.real_formats import as_torchvision_ships
 
 REAL_URL = ResNet18_Weights.IMAGENET1K_V1.url
@@ -79,9 +79,9 @@ def test_resnet18_downloads_the_real_entry_into_torchvision_cache(
     standin, empty_torch_home, web, monkeypatch
 ):
     state, data, weights = standin
-    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: weights)
+    monkeypatch.setattr(weights_module, "_imagenet_weights", lambda: weights)
     web[weights.url] = data
-    model = resnet18(num_classes=2, weights="imagenet")
+    model = imagenet_resnet18(num_classes=2)
     assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     assert model.fc.weight.shape == (2, 512)
 
@@ -90,7 +90,7 @@ def test_corrupt_download_names_the_file_and_keeps_nothing(standin, empty_torch_
     _, data, _ = standin
     web[REAL_URL] = data  # not the bytes whose hash the name resnet18-f37072fd.pth promises
     with pytest.raises(RuntimeError) as error:
-        resnet18(weights="imagenet")
+        imagenet_resnet18()
     path = empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     message = str(error.value)
     assert "corrupt" in message and str(path) in message and "delete" in message
@@ -102,7 +102,7 @@ def test_corrupt_cached_file_says_which_file_to_delete(empty_torch_home, web):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(RuntimeError, match=r"(?s)cannot be read.*delete it") as error:
-        resnet18(weights="imagenet")
+        imagenet_resnet18()
     assert str(path) in str(error.value)
     # "auto" does not hide it behind the synthetic fallback: the user has a file to delete
     with pytest.raises(RuntimeError, match="delete it"):
@@ -111,7 +111,7 @@ def test_corrupt_cached_file_says_which_file_to_delete(empty_torch_home, web):
 
 def test_offline_fails_fast_with_instructions(empty_torch_home, web):
     with pytest.raises(WeightsUnavailableError) as error:
-        resnet18(weights="imagenet")
+        imagenet_resnet18()
     message = str(error.value)
     assert str(empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
     assert "weights=None" in message and REAL_URL in message
@@ -128,7 +128,7 @@ def test_weights_that_are_not_resnet18_are_refused_by_name(empty_torch_home, web
         match=r"(?s)ImageNet weights .*resnet18-f37072fd.pth.*"
         r"unexpected keys: layer1.2",
     ):
-        resnet18(weights="imagenet")
+        imagenet_resnet18()
 
 
 def test_cache_follows_torch_home_then_xdg_cache_home(tmp_path, monkeypatch):
@@ -161,9 +161,9 @@ def test_resnet18_loads_the_file_as_torchvision_ships_it_and_matches_torchvision
     shipped = as_torchvision_ships(reference.state_dict())
     assert not any(k.endswith("num_batches_tracked") for k in shipped)
     weights = _serve(shipped, web)
-    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: weights)
+    monkeypatch.setattr(weights_module, "_imagenet_weights", lambda: weights)
 
-    ours = resnet18(weights="imagenet").eval()
+    ours = imagenet_resnet18().eval()
     theirs = torchvision.models.resnet18().eval()
     theirs.load_state_dict(torch.load(imagenet_weights_path(weights), weights_only=True))
     x = torch.rand(2, 3, 64, 64)
@@ -175,8 +175,8 @@ def test_resnet18_loads_the_file_as_torchvision_ships_it_and_matches_torchvision
 def test_a_file_with_the_counters_still_loads(empty_torch_home, web, monkeypatch):
     state = torchvision.models.resnet18().state_dict()
     state["bn1.num_batches_tracked"].fill_(7)
-    monkeypatch.setattr(resnet_module, "_imagenet_weights", lambda: _serve(state, web))
-    assert int(resnet18(weights="imagenet").bn1.num_batches_tracked) == 7
+    monkeypatch.setattr(weights_module, "_imagenet_weights", lambda: _serve(state, web))
+    assert int(imagenet_resnet18().bn1.num_batches_tracked) == 7
 
 
 def _variants() -> dict[str, dict]:

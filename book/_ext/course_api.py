@@ -19,30 +19,16 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters  # noqa: E402  (book/_ext/chapters.py: the registry)
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
-#: The modules each chapter owns (a package owns its submodules), and the shared floor.
-CHAPTER_MODULES: dict[int, tuple[str, ...]] = {
-    0: (),
-    1: ("course.norm",),
-    2: ("course.residual",),
-    3: ("course.finetune",),
-    4: ("course.adversarial",),
-    5: ("course.checkpointing",),
-    6: ("course.scaling",),
-    7: ("course.detection",),
-}
-FLOOR = (
-    "course.config",
-    "course.utils",
-    "course.train",
-    "course.runstate",
-    "course.check",
-    "course.plots",
-    "course.data",
-    "course.models",
-)
+#: The modules each chapter owns (a package owns its submodules): book/chapters.yml's.
+CHAPTER_MODULES: dict[int, tuple[str, ...]] = {c.number: c.modules for c in chapters.load()}
+#: The shared floor, what every chapter may import: book/chapters.yml's too.
+FLOOR: tuple[str, ...] = tuple(chapters.load_floor())
 
 
 def _within(module: str, owners) -> bool:

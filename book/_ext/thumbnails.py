@@ -9,6 +9,7 @@ shows them next to what each chapter teaches and its measured run times.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chapters  # noqa: E402  (book/_ext/chapters.py: the registry)
 
 SIZE = (3.0, 2.0)  # inches, at 80 dpi: 240 x 160 px
 
@@ -113,13 +117,23 @@ def ch7(ax) -> None:  # a detection scene with its boxes
     draw_boxes(ax, x, boxes, labels, SHAPE_CLASSES, difficult=difficult)
 
 
-DRAWERS = (ch0, ch1, ch2, ch3, ch4, ch5, ch6, ch7)
+def drawer(chapter: int):
+    """The function that draws chapter ``chapter``'s thumbnail: ``ch<number>`` above."""
+    draw = globals().get(f"ch{chapter}")
+    if draw is None:
+        raise LookupError(
+            f"book/_ext/thumbnails.py has no ch{chapter}(ax): write one that draws "
+            f"chapter {chapter}'s signature figure with the course package"
+        )
+    return draw
 
 
 def draw_all(folder: Path) -> list[Path]:
+    """Draw every chapter of book/chapters.yml into ``folder/ch<number>.png``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for chapter, draw in enumerate(DRAWERS):
+    for chapter in (c.number for c in chapters.load()):
+        draw = drawer(chapter)
         fig, ax = plt.subplots(figsize=SIZE, dpi=80)
         draw(ax)
         ax.tick_params(labelsize=6)

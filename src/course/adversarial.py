@@ -37,17 +37,13 @@ from course.data.hornets import (
     hornet_recipe,
     load_hornet_data,
 )
-from course.models.pretrained import (
-    CACHE_VERSION,
-    freeze_backbone,
-    pretrained_resnet18,
-    replace_head,
-    with_imagenet_normalization,
-)
-from course.models.resnet import imagenet_weights_available
+from course.data.normalize import with_imagenet_normalization
+from course.models.transfer import freeze_backbone, replace_head
+from course.pretrained import CACHE_VERSION, pretrained_resnet18
 from course.runstate import load_state, save_state
 from course.train import fit, to_device
 from course.utils import eval_mode, get_device, model_device
+from course.weights import imagenet_weights_available
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -337,7 +333,7 @@ def cached_hornet_classifier(
     """Chapter 3's variant (a), the hornet classifier this chapter attacks, trained once
     and cached.
 
-    A pretrained ResNet18 (``course.models.pretrained``: ImageNet weights, or the
+    A pretrained ResNet18 (``course.pretrained``: ImageNet weights, or the
     synthetic stand-in offline) with a new 2-class head, backbone frozen, the
     head trained for ``head_epochs`` with ``fit`` and the class-weighted loss;
     sizes as in chapter 3 (``recipe``, default :func:`course.data.hornets.hornet_recipe`;

@@ -23,9 +23,9 @@ import torch
 
 from course.config import SETTINGS, data_paths, profile
 from course.data.hornets import CLASSES, find_hornet_images
-from course.models.resnet import imagenet_weights_available, imagenet_weights_path
 from course.train import amp_dtype
 from course.utils import get_device
+from course.weights import imagenet_weights_available, imagenet_weights_path
 
 
 def _version(package: str) -> str:

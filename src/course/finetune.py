@@ -12,8 +12,9 @@ photos: far too few to train a deep CNN from scratch):
    network trained from scratch.
 
 Steps 1 and 3, and the frozen backbone of (a), are shared with chapters 4 and
-7: they are in ``course.models.pretrained`` (``pretrained_resnet18``,
-``replace_head``, ``freeze_backbone``, ``with_imagenet_normalization``). Without
+7: they are in ``course.pretrained`` (``pretrained_resnet18``),
+``course.models.transfer`` (``replace_head``, ``freeze_backbone``) and
+``course.data.normalize`` (``with_imagenet_normalization``). Without
 a network connection the ImageNet weights cannot be downloaded; then
 ``pretrained_resnet18`` pretrains ResNet18 on a synthetic source task once and
 caches it, so the comparison still runs and still teaches the same thing.
@@ -33,8 +34,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from course.check import Report, run_checks
 from course.config import run_seed
 from course.data.hornets import HornetData
-from course.models.pretrained import freeze_backbone, with_imagenet_normalization
-from course.models.resnet import ResNet18
+from course.data.normalize import with_imagenet_normalization
+from course.models.resnet import ResNet18, resnet18
+from course.models.transfer import freeze_backbone
 from course.train import fit
 from course.utils import get_device
 
@@ -149,8 +151,6 @@ def check_frozen_backbone(prepare) -> Report:
     initialised ``num_classes`` x 512 head, the only part that trains; the backbone
     fixed, its BN statistics included (one training step, in training mode, must leave
     every backbone tensor as it was)."""
-    from course.models.resnet import resnet18
-
     state: dict = {}
 
     def head() -> str | None:
@@ -197,7 +197,7 @@ def check_frozen_backbone(prepare) -> Report:
             return (
                 "a training step changed BN's running statistics: in training mode BN "
                 "still updates them; replace BN by FrozenBatchNorm2d "
-                "(course.models.pretrained.freeze_batchnorm)"
+                "(course.models.transfer.freeze_batchnorm)"
             )
         if changed:
             return f"a training step changed the backbone: {changed[0]}"

@@ -53,11 +53,12 @@ from course.config import run_seed
 from course.data import make_shapes
 from course.data.augment import BatchAugmentation
 from course.data.hornets import hornet_recipe, load_hornet_data
+from course.data.normalize import with_imagenet_normalization
 from course.models import resnet18
-from course.models.pretrained import with_imagenet_normalization
 from course.runstate import save_state
 from course.train import History, LossFn, evaluate, fit, train_steps
 from course.utils import seed_everything
+from course.weights import imagenet_resnet18
 
 DECAYS = ("cosine", "step", "none")
 
@@ -600,7 +601,7 @@ def train_resnet18_data_parallel(
     data = rank_zero_first(
         lambda: load_hornet_data(image_size, scale, max_images=max_images, progress=rank == 0)
     )
-    net = rank_zero_first(lambda: resnet18(2, weights="imagenet" if imagenet else None))
+    net = rank_zero_first(lambda: imagenet_resnet18(2) if imagenet else resnet18(2))
     model = with_imagenet_normalization(net)
     train = data.loader("train", batch_per_process, shuffle=True)
     steps_per_epoch = len(train) // world  # fit shards the minibatches over the processes

@@ -5,7 +5,12 @@ course; normalisation is the first module of a model (:class:`Normalize`),
 so attacks, plots and augmentations all work in pixel space.
 """
 
-from course.data.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from course.data.normalize import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    with_imagenet_normalization,
+)
 from course.data.shapes import SHAPE_CLASSES, make_shapes, render_shape
 
 __all__ = [
@@ -15,4 +20,5 @@ __all__ = [
     "Normalize",
     "make_shapes",
     "render_shape",
+    "with_imagenet_normalization",
 ]

@@ -1,6 +1,6 @@
 """The normalisation module placed at the front of every model.
 
-Used in chapter 4.
+Used in chapters 3 and 4.
 """
 
 from __future__ import annotations
@@ -46,3 +46,12 @@ class Normalize(nn.Module):
         mean = ", ".join(f"{m:.3f}" for m in self.mean.flatten().tolist())
         std = ", ".join(f"{s:.3f}" for s in self.std.flatten().tolist())
         return f"mean=({mean}), std=({std})"
+
+
+def with_imagenet_normalization(net: nn.Module) -> nn.Sequential:
+    """``nn.Sequential(Normalize(ImageNet mean, std), net)``: the model takes [0, 1] images.
+
+    The pretrained ResNet18s of chapters 3, 4 and 6 expect ImageNet-normalised inputs;
+    with this module in front, attacks, plots and augmentations stay in pixel space.
+    """
+    return nn.Sequential(Normalize(IMAGENET_MEAN, IMAGENET_STD), net)
