@@ -61,6 +61,19 @@ def test_models_are_a_leaf(name):
     assert not wrong, f"{name} imports {wrong}: course.models holds architectures only"
 
 
+def test_one_module_decides_each_processs_device():
+    """Only course.distributed reads LOCAL_RANK, joins a process group or picks the CUDA
+    device: fit and chapter 6's torchrun programs ask it (process_device), so a
+    single-process run and every torchrun process follow one rule."""
+    pattern = re.compile(r"[\"']LOCAL_RANK[\"']|init_process_group\(|cuda\.set_device\(")
+    wrong = sorted(
+        name
+        for name, file in _modules().items()
+        if name != "course.distributed" and pattern.search(file.read_text())
+    )
+    assert not wrong, f"{wrong} decide a device themselves: use course.distributed"
+
+
 def _tag(docstring: str) -> set[int] | None:
     text = " ".join(docstring.split())
     match = re.search(r"Used in (every chapter|chapters? ([\d ,and]+))", text)

@@ -137,7 +137,7 @@ def test_one_hornet_recipe_for_the_chapters_that_share_cached_models():
     for path in (
         "notebooks/03_finetuning_hornets.ipynb",
         "notebooks/04_adversarial_fgsm.ipynb",
-        "src/course/scaling.py",
+        "src/course/scaling/programs.py",
         "src/course/adversarial.py",
     ):
         text = (ROOT / path).read_text()

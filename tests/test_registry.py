@@ -2,6 +2,7 @@
 and it agrees with the notebooks, the thumbnails, the home page and CONTRIBUTING's
 walk-through of adding a chapter."""
 
+import re
 import shutil
 import sys
 
@@ -89,3 +90,15 @@ def test_dry_run_of_adding_a_chapter_lists_the_files_it_touches():
 def test_a_new_chapter_must_be_the_next_number():
     with pytest.raises(ValueError, match="next chapter is number 8"):
         chapters.dry_run("09_segmentation", "course.segmentation")
+
+
+def test_every_module_of_the_package_is_in_the_api_reference():
+    documented = set()
+    for page in (ROOT / "book" / "api").glob("*.md"):
+        documented |= set(re.findall(r"^\.\. automodule:: (\S+)", page.read_text(), re.M))
+    modules = {
+        ".".join(f.relative_to(ROOT / "src").with_suffix("").parts)
+        for f in (ROOT / "src" / "course").rglob("*.py")
+        if not f.name.startswith("__")
+    }
+    assert modules - documented == set(), "add them to book/api/floor.md or the registry"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from course.distributed import loopback_available, run_torchrun
 from course.runstate import load_state
 from course.scaling import (
     accumulated_gradients,
@@ -18,8 +19,6 @@ from course.scaling import (
     ddp_example_model,
     first_global_batch,
     linear_scaled_lr,
-    loopback_available,
-    run_torchrun,
     sgd_step,
     small_steps_vs_big_step,
     train_at_batch_size,
@@ -130,6 +129,7 @@ def test_two_process_gloo_ddp_step_equals_single_process_big_batch(tmp_path):
     n, base_lr, base_batch = 8, 0.5, 16
     result = run_torchrun(
         2,
+        ("-m", "course.scaling"),
         [
             "shapes",
             "--steps",
@@ -183,7 +183,7 @@ def test_bad_decay_is_refused_when_the_schedule_is_built():
 
 
 def test_fewer_gpus_than_processes_falls_back_to_gloo_and_says_what_to_type():
-    from course.scaling import choose_backend
+    from course.distributed import choose_backend
 
     assert choose_backend(cuda_devices=2, local_processes=2) == ("nccl", None)
     assert choose_backend(cuda_devices=0, local_processes=2) == ("gloo", None)

@@ -391,16 +391,16 @@ def test_predict_gathers_per_image_outputs_of_a_detector():
 
 def _torchrun(*args) -> None:
     """2 processes of tests/ddp_fit.py under torchrun, on CPU."""
-    from course.scaling import run_torchrun
+    from course.distributed import run_torchrun
     from tests.conftest import ROOT
 
     script = str(ROOT / "tests" / "ddp_fit.py")
-    result = run_torchrun(2, [str(a) for a in args], timeout=300, program=(script,))
+    result = run_torchrun(2, (script,), [str(a) for a in args], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 _needs_loopback = pytest.mark.skipif(
-    not __import__("course.scaling").scaling.loopback_available(),
+    not __import__("course.distributed").distributed.loopback_available(),
     reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox",
 )
 

@@ -151,7 +151,7 @@ def _submodules(chapter: Chapter, root: Path) -> list[str]:
         if not folder.is_dir():
             found.append(module)
             continue
-        names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+        names = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("__"))
         if chapter.order and sorted(chapter.order) != names:
             raise ValueError(
                 f"{REGISTRY}: the order of chapter {chapter.number} lists {sorted(chapter.order)}"

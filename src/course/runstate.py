@@ -163,6 +163,60 @@ def load_state(
     return state
 
 
+def save_run(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    history: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    best_model: Mapping[str, torch.Tensor] | None,
+) -> Path:
+    """Write the whole state of a run after ``epoch`` epochs, atomically: what
+    :func:`resume_run` needs to continue it as if it had never stopped. ``rng``: the
+    random state (:func:`capture_rng_state`); ``best_model``: the weights ``fit``'s
+    ``keep_best`` keeps, or None."""
+    return save_state(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "epoch": epoch,
+            "history": dict(history),
+            "rng": dict(rng),
+            "best_model": best_model,
+        },
+    )
+
+
+def resume_run(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Restore a run written by :func:`save_run` into ``model``, ``optimizer``,
+    ``scheduler`` and ``scaler``; returns the rest: ``{"epoch": int, "history": dict,
+    "rng": dict, "best_model": dict | None}``. The random state is the caller's to
+    restore (:func:`restore_rng_state`), once it knows which process it is."""
+    state = load_state(path, model, optimizer, scheduler, map_location=map_location)
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return {
+        "epoch": int(state["epoch"]),
+        "history": state["history"],
+        "rng": state["rng"],
+        "best_model": state.get("best_model"),
+    }
+
+
 def capture_rng_state(loader: Iterable) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():

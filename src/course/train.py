@@ -30,21 +30,39 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from course.config import amp_dtype_override
-from course.runstate import capture_rng_state, load_state, restore_rng_state, save_state
-from course.utils import eval_mode, get_device, model_device
+from course.distributed import (
+    all_rng_states,
+    distributed,
+    global_sums,
+    is_main_process,
+    own_rng_state,
+    process_device,
+    shard,
+)
+from course.runstate import restore_rng_state, resume_run, save_run
+from course.utils import eval_mode, model_device
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 BEST_METRICS = ("val_loss", "val_acc")
+
+
+class EpochResult(NamedTuple):
+    """One training epoch, as :func:`fit` records it: mean loss and accuracy over every
+    sample of every process (accuracy NaN when the outputs are not class logits), the
+    seconds spent waiting for the loader, and the seconds of the first step."""
+
+    loss: float
+    accuracy: float
+    data_seconds: float
+    first_step: float
 
 
 @dataclass
@@ -74,6 +92,23 @@ class History:
         if values.isnan().all():
             raise ValueError(f"no {metric} was measured: give fit a val_loader")
         return int(torch.nan_to_num(values, nan=math.inf).argmin()) + 1
+
+    def record(
+        self,
+        train: EpochResult,
+        val: Mapping[str, float] | None,
+        lr: float,
+        seconds: float,
+    ) -> None:
+        """Append one epoch: its training result, the validation metrics of
+        :func:`evaluate` (NaN without a validation set), the lr and the duration."""
+        self.train_loss.append(train.loss)
+        self.train_acc.append(train.accuracy)
+        self.data_seconds.append(train.data_seconds)
+        self.val_loss.append(val["loss"] if val is not None else math.nan)
+        self.val_acc.append(val["accuracy"] if val is not None else math.nan)
+        self.lr.append(lr)
+        self.seconds.append(seconds)
 
     def to_dict(self) -> dict[str, list[float]]:
         return asdict(self)
@@ -128,6 +163,20 @@ def channels_last_on(device: torch.device) -> bool:
     1e-7). Other devices (MPS) keep the default layout.
     """
     return device.type in ("cuda", "cpu")
+
+
+def place(model: nn.Module, device: torch.device) -> bool:
+    """Move ``model`` to ``device``, and to channels_last where :func:`channels_last_on`
+    says so; returns whether the images must follow in that layout.
+
+    The one placement rule of :func:`fit`, :func:`evaluate`, :func:`predict` and
+    :func:`train_steps`: the model and its input images always share a memory format.
+    """
+    model.to(device)
+    channels_last = channels_last_on(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
 
 
 def _batch_size(target: Any) -> int:
@@ -197,11 +246,12 @@ def evaluate(
     outputs are not class logits. The model's train/eval mode is restored.
     """
     device = torch.device(device) if device is not None else model_device(model)
+    channels_last = place(model, device)
     amp = device.type == "cuda" if amp is None else amp
     total_loss, total_correct, total_seen, accuracy_known = 0.0, 0, 0, True
     with eval_mode(model):
         for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
-            x, y = to_device(x, device, device.type == "cuda"), to_device(y, device)
+            x, y = to_device(x, device, channels_last), to_device(y, device)
             with _autocast(device, amp):
                 output = model(x)
                 loss = loss_fn(output, y)
@@ -247,12 +297,13 @@ def predict(
     are chained into one list, tensors concatenated. The model's mode is restored.
     """
     device = torch.device(device) if device is not None else model_device(model)
+    channels_last = place(model, device)
     amp = device.type == "cuda" if amp is None else amp
     outputs, targets = [], []
     with eval_mode(model):
         for x, y in loader:
             with _autocast(device, amp):
-                out = model(to_device(x, device, device.type == "cuda"))
+                out = model(to_device(x, device, channels_last))
             out = map_tensors(out, _float32)  # mixed-precision outputs back to float32
             if postprocess is not None:
                 out = postprocess(out)
@@ -263,64 +314,6 @@ def predict(
                 )
             )
     return _gather(outputs), _gather(targets)
-
-
-# ---------------------------------------------------------------------------
-# Data parallelism (under torchrun)
-# ---------------------------------------------------------------------------
-
-
-def distributed() -> bool:
-    """True in a process that ``torchrun`` started and that joined its process group."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def _distributed_device() -> torch.device:
-    """One GPU per process (``LOCAL_RANK``), or the CPU when there are fewer GPUs."""
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available() and torch.cuda.device_count() > local_rank:
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def shard(loader: DataLoader, seed: int = 0) -> DataLoader:
-    """``loader`` reading only this process's share of the data (``DistributedSampler``).
-
-    Each process gets every ``world_size``-th sample of one permutation common to all
-    (shuffled when ``loader`` shuffles; a new permutation each epoch once
-    ``set_epoch`` is called), so the processes' batches together make one batch of
-    ``world_size`` x ``batch_size`` samples.
-    """
-    if not isinstance(loader, DataLoader):
-        raise TypeError("under torchrun, fit needs a torch DataLoader to shard")
-    sampler = DistributedSampler(
-        loader.dataset,
-        shuffle=isinstance(loader.sampler, RandomSampler),
-        seed=seed,
-        drop_last=loader.drop_last,
-    )
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=sampler,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        worker_init_fn=loader.worker_init_fn,
-        persistent_workers=loader.persistent_workers,
-    )
-
-
-def _global_sums(*values: Any) -> list[float]:
-    """Sum each value over the processes (identity when not distributed)."""
-    totals = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    if distributed():
-        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        totals = totals.to(backend_device)
-        dist.all_reduce(totals)
-    return totals.cpu().tolist()
 
 
 # ---------------------------------------------------------------------------
@@ -394,112 +387,77 @@ def fit(
     every process's random state) and every process resumes from it. The device
     is then the process's GPU (``LOCAL_RANK``), or the CPU.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if grad_accum_steps < 1:
-        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-    if keep_best is not None and (keep_best not in BEST_METRICS or val_loader is None):
-        raise ValueError(f"keep_best must be one of {BEST_METRICS}, with a val_loader")
-    parallel = distributed()
-    if device is None:
-        device = _distributed_device() if parallel else get_device()
-    device = torch.device(device)
-    on_cuda = device.type == "cuda"
-    progress = progress and (not parallel or dist.get_rank() == 0)
-    amp = on_cuda if amp is None else amp
-    model.to(device)
-    if channels_last_on(device):
-        model.to(memory_format=torch.channels_last)
+    _check_fit_arguments(epochs, grad_accum_steps, keep_best, val_loader)
+    device = torch.device(device) if device is not None else process_device()
+    channels_last = place(model, device)
+    amp = device.type == "cuda" if amp is None else amp
     # fp16 gradients underflow without loss scaling; bf16 has float32's range.
     scaler = torch.amp.GradScaler(
-        device.type, enabled=bool(amp and on_cuda and amp_dtype(device) == torch.float16)
+        device.type, enabled=amp and device.type == "cuda" and amp_dtype(device) == torch.float16
     )
+    progress = progress and is_main_process()
 
     history, start_epoch, best_state = History(), 0, None
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_state(checkpoint_path, model, optimizer, scheduler, map_location=device)
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = History.from_dict(state["history"])
-        start_epoch = int(state["epoch"])
-        best_state = state.get("best_model") if keep_best is not None else None
-        rng = state["rng"]
-        if "per_process" in rng:  # written under torchrun: each process resumes its own stream
-            rng = rng["per_process"][dist.get_rank() % len(rng["per_process"]) if parallel else 0]
-        restore_rng_state(rng, train_loader)
+        run = resume_run(checkpoint_path, model, optimizer, scheduler, scaler, device)
+        history, start_epoch = History.from_dict(run["history"]), run["epoch"]
+        best_state = run["best_model"] if keep_best is not None else None
+        restore_rng_state(own_rng_state(run["rng"]), train_loader)
         if progress:
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
 
-    net = model
-    if parallel:
+    net = model  # what trains: model itself, or wrapped in DDP and/or compiled
+    if distributed():
         train_loader = shard(train_loader)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+        ids = [device] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if compile:
         net = torch.compile(net)  # the checkpoint keeps saving `model`: the same keys
 
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress)
-    compiled_step = math.nan
+    compiling = math.nan  # the first step of this call: it includes the compilation
     for epoch in epoch_bar:
         start = time.perf_counter()
-        if parallel:
+        if distributed():
             train_loader.sampler.set_epoch(epoch)  # the same new shuffle on every process
-        train_loss, train_acc, data_seconds, first_step = _train_one_epoch(
+        train = _train_one_epoch(
             net,
             train_loader,
-            optimizer,
-            scheduler,
-            loss_fn,
-            device,
-            amp,
-            scaler,
-            grad_accum_steps,
-            progress,
-            desc=f"epoch {epoch + 1}/{epochs}",
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_fn=loss_fn,
+            device=device,
+            channels_last=channels_last,
+            amp=amp,
+            scaler=scaler,
+            grad_accum_steps=grad_accum_steps,
             augment=augment,
+            progress=progress,
+            desc=f"epoch {epoch + 1}/{epochs}",
         )
-        history.data_seconds.append(data_seconds)
-        history.train_loss.append(train_loss)
-        history.train_acc.append(train_acc)
-        history.lr.append(float(optimizer.param_groups[0]["lr"]))
-        if val_loader is not None:
-            metrics = evaluate(model, val_loader, loss_fn, device, amp)
-            history.val_loss.append(metrics["loss"])
-            history.val_acc.append(metrics["accuracy"])
-        else:
-            history.val_loss.append(math.nan)
-            history.val_acc.append(math.nan)
-        history.seconds.append(time.perf_counter() - start)
+        val = None if val_loader is None else evaluate(model, val_loader, loss_fn, device, amp)
+        lr = float(optimizer.param_groups[0]["lr"])
+        history.record(train, val, lr, seconds=time.perf_counter() - start)
         if keep_best is not None and history.best_epoch(keep_best) == epoch + 1:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        postfix = {"loss": f"{train_loss:.3f}"}
-        if val_loader is not None:
-            postfix["val_acc"] = f"{history.val_acc[-1]:.3f}"
-        if compile:  # the first step of this call's first epoch included the compilation
-            compiled_step = first_step if epoch == start_epoch else compiled_step
-            postfix["first step (compiling)"] = f"{compiled_step:.1f} s"
-        epoch_bar.set_postfix(postfix)
+        compiling = train.first_step if epoch == start_epoch else compiling
+        epoch_bar.set_postfix(_postfix(train, val, compiling if compile else None))
         if checkpoint_path is not None:
-            rng = capture_rng_state(train_loader)
-            if parallel:  # every process has its own random stream (its augmentations)
-                streams: list[Any] = [None] * dist.get_world_size()
-                dist.all_gather_object(streams, rng)
-                rng = {"per_process": streams}
-        if checkpoint_path is not None and (not parallel or dist.get_rank() == 0):
-            save_state(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "epoch": epoch + 1,
-                    "history": history.to_dict(),
-                    "rng": rng,
-                    "best_model": best_state,
-                },
-            )
-        if checkpoint_path is not None and parallel:
-            dist.barrier()  # no process goes on before the checkpoint is complete
+            rng = all_rng_states(train_loader)  # every process takes part
+            if is_main_process():
+                save_run(
+                    checkpoint_path,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    epoch=epoch + 1,
+                    history=history.to_dict(),
+                    rng=rng,
+                    best_model=best_state,
+                )
+            if distributed():
+                dist.barrier()  # no process goes on before the checkpoint is complete
     if keep_best is not None and best_state is not None:
         model.load_state_dict(best_state)
         if progress:
@@ -509,22 +467,47 @@ def fit(
     return history
 
 
+def _check_fit_arguments(
+    epochs: int, grad_accum_steps: int, keep_best: str | None, val_loader: Iterable | None
+) -> None:
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    if keep_best is not None and (keep_best not in BEST_METRICS or val_loader is None):
+        raise ValueError(f"keep_best must be one of {BEST_METRICS}, with a val_loader")
+
+
+def _postfix(
+    train: EpochResult, val: Mapping[str, float] | None, first_step: float | None
+) -> dict[str, str]:
+    """The epoch bar's summary; with ``torch.compile``, the duration of the call's
+    first step, which includes the compilation."""
+    postfix = {"loss": f"{train.loss:.3f}"}
+    if val is not None:
+        postfix["val_acc"] = f"{val['accuracy']:.3f}"
+    if first_step is not None:
+        postfix["first step (compiling)"] = f"{first_step:.1f} s"
+    return postfix
+
+
 def _train_one_epoch(
     model: nn.Module,
     loader: Iterable,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     loss_fn: LossFn,
     device: torch.device,
+    channels_last: bool,
     amp: bool,
     scaler: torch.amp.GradScaler,
     grad_accum_steps: int,
+    augment: Callable[[Any, Any], tuple[Any, Any]] | None,
     progress: bool,
     desc: str,
-    augment: Callable[[Any, Any], tuple[Any, Any]] | None = None,
-) -> tuple[float, float, float, float]:
-    """One pass over ``loader``: mean training loss and accuracy (NaN if unknown), the
-    seconds spent waiting for batches, and the seconds of the first step.
+) -> EpochResult:
+    """One pass over ``loader`` (see :class:`EpochResult`).
 
     A diverged run is not stopped: its loss is recorded as NaN or Inf, which
     is itself a result (chapter 1 trains at learning rates that diverge).
@@ -542,7 +525,6 @@ def _train_one_epoch(
         waiting = time.perf_counter()
         x, y = next(batches)
         data_seconds += time.perf_counter() - waiting
-        channels_last = channels_last_on(device)
         x = to_device(x, device, channels_last=channels_last and augment is None)
         y = to_device(y, device)
         if augment is not None:
@@ -577,9 +559,9 @@ def _train_one_epoch(
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     if total_seen == 0:
         raise ValueError("the training loader is empty")
-    total_loss, total_correct, total_seen = _global_sums(total_loss, total_correct, total_seen)
+    total_loss, total_correct, total_seen = global_sums(total_loss, total_correct, total_seen)
     accuracy = total_correct / total_seen if accuracy_known else math.nan
-    return total_loss / total_seen, accuracy, data_seconds, first_step
+    return EpochResult(total_loss / total_seen, accuracy, data_seconds, first_step)
 
 
 def train_steps(
@@ -599,10 +581,8 @@ def train_steps(
     of different runs keep the same length. Plain float32 (no AMP).
     """
     device = torch.device(device) if device is not None else model_device(model)
-    model.to(device).train()
-    channels_last = channels_last_on(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    channels_last = place(model, device)
+    model.train()
     losses: list[float] = []
     batches = iter(loader)
     for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress):
