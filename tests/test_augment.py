@@ -4,10 +4,11 @@ and every image of a batch draws its own parameters."""
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from course.data import augment as A
-from course.detection import BatchDetectionAugmentation, DetectionAugmentation
+from course.detection import BatchDetectionAugmentation, DetectionAugmentation, DetectionResize
 from course.train import fit
 from tests.test_detection import _random_targets
 
@@ -101,6 +102,21 @@ def test_random_affine_and_erasing_draw_within_their_ranges():
     )
     assert (rows - 20).abs().max() <= 4 and (cols - 20).abs().max() <= 4
     assert (rows - 20).abs().max() >= 3  # and it does move
+
+
+def test_detection_resize_is_torchvisions_resize_of_the_image_and_its_boxes():
+    """The loaders' transform against torchvision's v2 resize (no antialiasing) of the
+    image and of its boxes as a ``tv_tensors.BoundingBoxes``: a non-square image, the
+    boxes scaled, none clipped or dropped."""
+    image = _images(1, 30, 50, 0)[0]  # (3, 30, 50)
+    target = _random_targets(0, 4, 30)[3]  # 7 boxes, some over the border
+    out, resized = DetectionResize(40)(image, target)
+    torch.testing.assert_close(out, TF.resize(image, [40, 40], antialias=False), atol=1e-6, rtol=0)
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(30, 50))
+    torch.testing.assert_close(
+        resized["boxes"], TF.resize(boxes, [40, 40]).as_subclass(torch.Tensor)
+    )
+    assert len(resized["boxes"]) == 7 and torch.equal(resized["labels"], target["labels"])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -192,7 +192,7 @@ def test_detection_augmentation_moves_boxes_with_pixels():
         "difficult": torch.tensor([False]),
     }
     for seed in range(20):
-        out, t = DetectionAugmentation(32, train=True, min_scale=0.8, seed=seed)(image, target)
+        out, t = DetectionAugmentation(32, min_scale=0.8, seed=seed)(image, target)
         assert out.shape == (3, 32, 32)
         for box in t["boxes"]:
             x1, y1, x2, y2 = box.round().int().tolist()
@@ -352,7 +352,7 @@ class _SameImage(torch.utils.data.Dataset):
             "labels": torch.tensor([1]),
             "difficult": torch.tensor([False]),
         }
-        self.augment = DetectionAugmentation(32, train=True)
+        self.augment = DetectionAugmentation(32)
 
     def __len__(self):
         return 4
@@ -371,8 +371,8 @@ def test_augmentation_differs_between_workers_and_between_epochs():
     assert not torch.equal(first[0], first[1])  # items 0 and 1: workers 0 and 1
     assert not torch.equal(first[0], first[2])  # the same worker, next item
     assert not torch.equal(first, second)  # the next epoch
-    seeded = DetectionAugmentation(32, train=True, seed=3)
-    again = DetectionAugmentation(32, train=True, seed=3)
+    seeded = DetectionAugmentation(32, seed=3)
+    again = DetectionAugmentation(32, seed=3)
     data = _SameImage()
     assert torch.equal(seeded(data.image, data.target)[0], again(data.image, data.target)[0])
 

@@ -158,8 +158,8 @@ class VOCDetection(Dataset):
         image_set: "train", "val", "trainval" or "test".
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
-            ``course.detection.DetectionAugmentation``; it must move the boxes with
-            the pixels.
+            ``course.detection.DetectionResize`` or ``DetectionAugmentation``; it must
+            move the boxes with the pixels.
         max_images: keep only the first ``max_images`` images of the split (the
             profiles' budgets: real VOC2007 has 2501 train and 2510 val images).
     """

@@ -3,7 +3,6 @@
 Boxes are (x1, y1, x2, y2) in pixels unless a name says otherwise.
 """
 
-from course.detection.augment import BatchDetectionAugmentation, DetectionAugmentation
 from course.detection.boxes import (
     anchor_boxes,
     batched_nms,
@@ -27,11 +26,17 @@ from course.detection.centernet import (
 )
 from course.detection.draw import draw_boxes
 from course.detection.metrics import voc_ap, voc_map
+from course.detection.transforms import (
+    BatchDetectionAugmentation,
+    DetectionAugmentation,
+    DetectionResize,
+)
 from course.detection.yolo import YOLOv1, YOLOv1Loss, decode_yolo, encode_yolo_targets
 
 __all__ = [
     "BatchDetectionAugmentation",
     "DetectionAugmentation",
+    "DetectionResize",
     "CenterNet",
     "CenterNetLoss",
     "YOLOv1",

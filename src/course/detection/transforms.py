@@ -1,11 +1,12 @@
-"""Detection-aware augmentation: the boxes move with the pixels (chapter 7).
+"""Transforms of detection images whose boxes move with the pixels (chapter 7).
 
-One transform (a horizontal flip, then a random scale/crop resized back to a
-square) in two versions: :class:`DetectionAugmentation`, one image at a time
-(the readable one, a ``Dataset`` transform), and
-:class:`BatchDetectionAugmentation`, a whole batch at once on its device, each
-image with its own draws (the fast one, for ``fit(augment=...)``: no Python
-work per image on the CPU). With the same draws they give the same pixels and
+:class:`DetectionResize` brings an image and its boxes to the model's square size
+(what the loaders do for every split). The augmentation, a horizontal flip then a
+random scale/crop resized back to a square, comes in two versions:
+:class:`DetectionAugmentation`, one image at a time (the readable one, a ``Dataset``
+transform), and :class:`BatchDetectionAugmentation`, a whole batch at once on its
+device, each image with its own draws (the fast one, for ``fit(augment=...)``: no
+Python work per image on the CPU). With the same draws they give the same pixels and
 the same boxes (tested); both move the boxes with :func:`crop_flip_boxes`.
 
 Used in chapter 7.
@@ -70,12 +71,32 @@ def _select(target: dict, boxes: torch.Tensor, keep: torch.Tensor) -> dict:
     }
 
 
+class DetectionResize:
+    """Resize an image (3, H, W) in [0, 1] to ``size`` x ``size`` (bilinear, as
+    ``torchvision.transforms.v2.functional.resize`` without antialiasing) and scale its
+    boxes (x1, y1, x2, y2 in pixels) alike; no box is clipped or dropped. The
+    loaders' transform: validation images are only resized, and training images are
+    augmented on the device afterwards (:class:`BatchDetectionAugmentation`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        _, h, w = image.shape
+        resized = F.interpolate(
+            image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
+        scale = torch.tensor([self.size / w, self.size / h] * 2, dtype=target["boxes"].dtype)
+        return resized[0].clamp(0, 1), {**target, "boxes": target["boxes"] * scale}
+
+
 class DetectionAugmentation:
     """Horizontal flip and random scale/crop, moving the boxes with the pixels,
     then a resize to ``size`` x ``size``, one image at a time.
 
     Boxes that leave the crop are clipped; those with less than 30 % of their
-    area left are dropped. Without ``train`` it only resizes.
+    area left are dropped. (To resize without augmenting: :class:`DetectionResize`.)
 
     Randomness comes from torch. Without ``seed``, from its global generator,
     which a DataLoader seeds anew in every worker and at every epoch, so that
@@ -84,10 +105,8 @@ class DetectionAugmentation:
     private generator: the same draws every time, for figures.
     """
 
-    def __init__(
-        self, size: int, train: bool = True, min_scale: float = 0.6, seed: int | None = None
-    ) -> None:
-        self.size, self.train, self.min_scale = size, train, min_scale
+    def __init__(self, size: int, min_scale: float = 0.6, seed: int | None = None) -> None:
+        self.size, self.min_scale = size, min_scale
         self.generator = torch.Generator().manual_seed(run_seed(seed)) if seed is not None else None
 
     def _uniform(self) -> float:
@@ -103,12 +122,6 @@ class DetectionAugmentation:
 
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         _, h, w = image.shape
-        if not self.train:  # a resize: the boxes are scaled, none is clipped or dropped
-            resized = F.interpolate(
-                image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
-            )
-            scale = torch.tensor([self.size / w, self.size / h] * 2, dtype=target["boxes"].dtype)
-            return resized[0].clamp(0, 1), {**target, "boxes": target["boxes"] * scale}
         return self.apply(image, target, self.draw(h, w))
 
     def apply(
