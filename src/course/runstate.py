@@ -196,6 +196,7 @@ def save_run(
 
 def resume_run(
     path: str | os.PathLike,
+    *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,

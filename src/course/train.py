@@ -399,7 +399,14 @@ def fit(
 
     history, start_epoch, best_state = History(), 0, None
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        run = resume_run(checkpoint_path, model, optimizer, scheduler, scaler, device)
+        run = resume_run(
+            checkpoint_path,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            map_location=device,
+        )
         history, start_epoch = History.from_dict(run["history"]), run["epoch"]
         best_state = run["best_model"] if keep_best is not None else None
         restore_rng_state(own_rng_state(run["rng"]), train_loader)
@@ -435,7 +442,9 @@ def fit(
             progress=progress,
             desc=f"epoch {epoch + 1}/{epochs}",
         )
-        val = None if val_loader is None else evaluate(model, val_loader, loss_fn, device, amp)
+        val = None
+        if val_loader is not None:
+            val = evaluate(model, val_loader, loss_fn=loss_fn, device=device, amp=amp)
         lr = float(optimizer.param_groups[0]["lr"])
         history.record(train, val, lr, seconds=time.perf_counter() - start)
         if keep_best is not None and history.best_epoch(keep_best) == epoch + 1:
