@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,14 +124,7 @@ def floor_paragraph(floor: dict[str, str]) -> str:
     items = [f"`{module}` ({what})" for module, what in floor.items()]
     text = "The shared floor, used by every chapter: " + ", ".join(items[:-1])
     text += f" and {items[-1]}."
-    lines, line = [], ""
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > 88:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return "\n".join([*lines, line])
+    return textwrap.fill(text, width=88, break_long_words=False, break_on_hyphens=False)
 
 
 def kaggle_table(chapters: list[Chapter]) -> str:
@@ -227,23 +221,28 @@ def generated(chapters: list[Chapter], root: Path = ROOT) -> dict[str, str]:
     return files
 
 
-def out_of_date(root: Path = ROOT) -> list[str]:
-    """The generated files whose content differs from what the registry gives."""
-    return [
-        path
+def _stale(root: Path) -> dict[str, str]:
+    """The generated files whose content differs from what the registry gives: path ->
+    the content it must have."""
+    return {
+        path: content
         for path, content in generated(load(root), root).items()
         if not (root / path).is_file() or (root / path).read_text() != content
-    ]
+    }
+
+
+def out_of_date(root: Path = ROOT) -> list[str]:
+    """The paths of the generated files that are out of date."""
+    return list(_stale(root))
 
 
 def write(root: Path = ROOT) -> list[str]:
     """Rewrite the out-of-date files; returns their paths."""
-    changed = out_of_date(root)
-    for path, content in generated(load(root), root).items():
-        if path in changed:
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text(content)
-    return changed
+    stale = _stale(root)
+    for path, content in stale.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    return list(stale)
 
 
 # ---------------------------------------------------------------------------

@@ -442,7 +442,7 @@ def check_fgsm(attack) -> Report:
         inside = (x > 0.1) & (x < 0.9)
         if torch.allclose(step[inside], -(want - x)[inside], atol=1e-5):
             return "you stepped *down* the loss: an untargeted attack adds eps * sign(grad)"
-        interior = (x > 0.1) & (x < 0.9) & (want != x)
+        interior = inside & (want != x)
         if not torch.allclose(step[interior].abs(), torch.full_like(step[interior], 0.1)):
             return (
                 "every pixel moves by exactly eps (before the clamp): step by "

@@ -453,6 +453,9 @@ def check_batch_norm(batch_norm) -> Report:
     x = 3 + 2 * torch.randn(8, 4, 5, 5)
     gamma, beta = 1 + torch.rand(4), torch.randn(4)
 
+    def affine(z: torch.Tensor) -> torch.Tensor:  # y = z * gamma + beta, per channel
+        return z * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+
     def run(fn, x, training):
         mean, var = torch.randn(4), 1 + torch.rand(4)
         stats = [mean.clone(), var.clone()]
@@ -486,9 +489,7 @@ def check_batch_norm(batch_norm) -> Report:
             batch_mean = x.mean((0, 2, 3), keepdim=True)
             if training:
                 unbiased = (x - batch_mean) / (x.var((0, 2, 3), keepdim=True) + 1e-5).sqrt()
-                if torch.allclose(
-                    got, unbiased * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), atol=1e-4
-                ):
+                if torch.allclose(got, affine(unbiased), atol=1e-4):
                     return (
                         "normalise with the biased variance (divide by n, "
                         "unbiased=False); only the running estimate uses the unbiased one"
@@ -496,9 +497,7 @@ def check_batch_norm(batch_norm) -> Report:
                 per_sample = (x - x.mean((1, 2, 3), keepdim=True)) / (
                     x.var((1, 2, 3), unbiased=False, keepdim=True) + 1e-5
                 ).sqrt()
-                if torch.allclose(
-                    got, per_sample * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1), atol=1e-4
-                ):
+                if torch.allclose(got, affine(per_sample), atol=1e-4):
                     return (
                         "statistics over the wrong axes: one mean and variance per "
                         "channel, over (N, H, W), i.e. dims (0, 2, 3)"

@@ -140,6 +140,11 @@ def _random_boxes(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([xy, xy + wh], dim=1)
 
 
+_PLUS_ONE = (
+    "a +1 pixel convention (width = x2 - x1 + 1): boxes here are continuous, width = x2 - x1"
+)
+
+
 def check_box_iou(box_iou_fn) -> Report:
     """Check ``box_iou_fn(a, b) -> (N, M)``, the IoU of every box of ``a`` (N, 4) with
     every box of ``b`` (M, 4), xyxy, against ``torchvision.ops.box_iou``: random boxes,
@@ -160,14 +165,12 @@ def check_box_iou(box_iou_fn) -> Report:
             return problem
         one = torch.tensor([0.0, 0.0, 1.0, 1.0])
         if torch.allclose(got, torchvision.ops.box_iou(a + one, b + one), atol=1e-5):
-            return (
-                "a +1 pixel convention (width = x2 - x1 + 1): boxes here are continuous, "
-                "width = x2 - x1"
-            )
+            return _PLUS_ONE
         if (got < -1e-6).any() or (got > 1 + 1e-6).any():
             return "IoUs outside [0, 1]: clamp the intersection's width and height at 0"
-        inter = want * (box_area(a)[:, None] + box_area(b)[None]) / (1 + want)
-        if torch.allclose(got, inter / (box_area(a)[:, None] + box_area(b)[None]), atol=1e-5):
+        areas = box_area(a)[:, None] + box_area(b)[None]
+        inter = want * areas / (1 + want)  # IoU = inter / (areas - inter)
+        if torch.allclose(got, inter / areas, atol=1e-5):
             return "union = area(a) + area(b) - intersection: the intersection is counted twice"
         return problem
 
@@ -192,10 +195,7 @@ def check_box_iou(box_iou_fn) -> Report:
             and got.shape == (1, 2)
             and abs(got[0, 1] - 100 / 121) < 1e-4
         ):
-            return (
-                "a +1 pixel convention (width = x2 - x1 + 1): boxes here are continuous, "
-                "width = x2 - x1"
-            )
+            return _PLUS_ONE
         return compare(got, torch.tensor([[0.25, 1.0]]), "a box inside another; identical boxes")
 
     return run_checks(
