@@ -1,8 +1,8 @@
 """The package's map, enforced: each chapter's code in its own modules, the shared
 floor shared, and what the docs and docstrings say about it true.
 
-- a notebook imports only its chapter's modules and the floor (config, utils, train,
-  runstate, plots, data, models);
+- a notebook imports only its chapter's modules and the floor (book/chapters.yml lists it;
+  the package docstring names it too);
 - no chapter module imports another chapter's module, and the floor imports none;
 - ``course.models`` is a leaf: architectures only, importing no other part of the
   package (no training loop, no data loader, no download), as torchvision's models;
@@ -114,3 +114,12 @@ def test_docs_show_the_same_module_map(doc):
         assert not others, f"{doc}: chapter {chapter} names {others}"
     for module in course_api.FLOOR:
         assert f"`{module}`" in (ROOT / doc).read_text(), f"{doc} does not name {module}"
+
+
+def test_package_docstring_names_the_whole_floor():
+    """``course.__init__``'s docstring lists the floor as the registry does, no more, no less
+    (it once named five of its eleven modules)."""
+    import course
+
+    named = set(re.findall(r"`(\w+)`", course.__doc__.split("Each\nchapter")[0]))
+    assert named == {m.removeprefix("course.") for m in course_api.FLOOR}

@@ -1,3 +1,7 @@
+import ast
+import dataclasses
+import json
+
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -125,21 +129,56 @@ def test_voc_groups_partition_the_classes_as_the_devkit_lists_them():
     assert list(VOC_GROUPS) == ["Person", "Animal", "Vehicle", "Indoor"]
 
 
-def test_one_hornet_recipe_for_the_chapters_that_share_cached_models():
-    """The hornet sizes (cache keys of the stand-in and of chapter 4's classifier) are
-    written once, in course.data.hornets.hornet_recipe: no chapter repeats them."""
+def _pick_calls(source: str) -> list[tuple]:
+    """The (smoke, cpu, gpu) constants of every ``pick(smoke=..., cpu=..., gpu=...)`` call
+    in ``source`` whose three values are literals."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "pick":
+            values = {k.arg: k.value for k in node.keywords}
+            if set(values) == {"smoke", "cpu", "gpu"} and all(
+                isinstance(v, ast.Constant) for v in values.values()
+            ):
+                calls.append(tuple(values[p].value for p in ("smoke", "cpu", "gpu")))
+    return calls
+
+
+def _code_of(path) -> str:
+    if path.suffix != ".ipynb":
+        return path.read_text()
+    cells = json.loads(path.read_text())["cells"]
+    lines = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    # IPython's magics and shell escapes are not Python
+    return "\n".join(
+        line
+        for cell in lines
+        for line in cell.splitlines()
+        if not line.lstrip().startswith(("%", "!"))
+    )
+
+
+def test_one_hornet_recipe_for_the_chapters_that_share_cached_models(monkeypatch):
+    """The hornet sizes (cache keys of the stand-in and of the classifier chapters 3 and 4
+    share) are written once, in course.data.hornets.hornet_recipe: no module and no
+    notebook repeats a field of it as its own ``pick(...)`` (a copy that would drift)."""
     from course.data.hornets import hornet_recipe
     from tests.conftest import ROOT
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COURSE_PROFILE", "smoke")
-        assert hornet_recipe().pretrain_samples == 1500
-    for path in (
-        "notebooks/03_finetuning_hornets.ipynb",
-        "notebooks/04_adversarial_fgsm.ipynb",
-        "src/course/scaling/programs.py",
-        "src/course/adversarial.py",
-    ):
-        text = (ROOT / path).read_text()
-        assert "pick(smoke=0.2, cpu=0.3" not in text and "pretrain_samples=pick(" not in text, path
-    assert "hornet_recipe()" in (ROOT / "notebooks/04_adversarial_fgsm.ipynb").read_text()
+    per_profile = []
+    for name in ("smoke", "cpu", "gpu"):
+        monkeypatch.setenv("COURSE_PROFILE", name)
+        per_profile.append(dataclasses.astuple(hornet_recipe()))
+    recipe_fields = set(zip(*per_profile, strict=True))  # each field's (smoke, cpu, gpu)
+    assert len(recipe_fields) >= 3
+
+    recipe_home = ROOT / "src/course/data/hornets.py"
+    assert recipe_fields <= set(_pick_calls(recipe_home.read_text()))  # the test sees them
+    files = [*sorted((ROOT / "src").rglob("*.py")), *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    copies = [
+        (path.relative_to(ROOT).as_posix(), values)
+        for path in files
+        if path != recipe_home
+        for values in _pick_calls(_code_of(path))
+        if values in recipe_fields
+    ]
+    assert not copies, f"hornet_recipe()'s sizes written again (use hornet_recipe()): {copies}"

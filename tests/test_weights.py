@@ -114,7 +114,11 @@ def test_offline_fails_fast_with_instructions(empty_torch_home, web):
         imagenet_resnet18()
     message = str(error.value)
     assert str(empty_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
-    assert "weights=None" in message and REAL_URL in message
+    assert REAL_URL in message
+    # the two ways on that exist: the synthetic stand-in and random weights (an old message
+    # named a `weights=None` argument that nothing here takes)
+    assert "pretrained_resnet18('synthetic')" in message and "course.models.resnet18(" in message
+    assert "weights=None" not in message
     assert web.requests == [("HEAD", REAL_URL)]  # one probe, no download attempt
     assert not imagenet_weights_available()
 

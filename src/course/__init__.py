@@ -1,8 +1,10 @@
 """course: the shared package of the deep-CNN course book.
 
-Every notebook imports it. Infrastructure lives in a few modules
-(`config`, `utils`, `train`, `plots`, `data`); each chapter has a module
-named after what it teaches.
+Every notebook imports it. The shared floor, which every chapter may import:
+`config`, `utils`, `train`, `runstate`, `distributed`, `check`, `plots`, `data`,
+`models`, `weights` and `pretrained` (book/chapters.yml says what each holds). Each
+chapter has a module named after what it teaches, and no chapter module imports
+another's.
 """
 
 from course.config import pick, profile, run_seed

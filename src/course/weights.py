@@ -75,7 +75,10 @@ def load_imagenet_state_dict(weights=None, progress: bool = True) -> dict[str, t
                 f"The ImageNet weights of ResNet18 are not cached and {weights.url} cannot "
                 f"be reached ({reason}).\n  Expected file: {path}\n"
                 "  Download that URL on a machine with internet access and copy the file "
-                "there (or set TORCH_HOME), or build the model with weights=None."
+                "there (or set TORCH_HOME). To go on without them: "
+                "course.pretrained.pretrained_resnet18('synthetic') gives the stand-in "
+                "pretrained on the synthetic task, course.models.resnet18(num_classes) a "
+                "network with random weights."
             )
         try:
             return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
