@@ -457,6 +457,35 @@ def test_centernet_loss_equals_the_reference_ctdet_loss():
         torch.testing.assert_close(loss_fn.last["hm"], hm)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_device_patch_bound_encodes_the_same_targets(seed, monkeypatch):
+    """Off the CPU the encoder draws on patches of the largest radius the grid allows,
+    not the batch's largest radius: the same targets, tested here on the CPU."""
+    from course.detection import centernet
+    from tests.test_detection import _random_targets
+
+    targets = _random_targets(seed)
+    expected = centernet.encode_centernet_batch(targets, 4, (16, 16))
+    patch_radius = centernet._patch_radius
+    bound = patch_radius(torch.zeros(1, device="meta"), (16, 16))  # off the CPU
+    largest = []
+    monkeypatch.setattr(
+        centernet, "_patch_radius", lambda radius, size: largest.append(radius.max()) or bound
+    )
+    got = centernet.encode_centernet_batch(targets, 4, (16, 16))
+    assert bound > largest[0]  # larger patches than the CPU path draws on
+    for height, width in ((16, 16), (12, 30), (96, 96)):  # no box on a grid needs more
+        size = torch.meshgrid(
+            torch.arange(1.0, height, dtype=torch.float64),
+            torch.arange(1.0, width, dtype=torch.float64),
+            indexing="ij",
+        )
+        off_cpu = patch_radius(torch.zeros(1, device="meta"), (height, width))
+        assert centernet.gaussian_radii(*size).floor().max() == off_cpu
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key])
+
+
 def test_centernet_loss_reads_nothing_back_from_the_device():
     """On a GPU, anything that reads a value back (``.item()``, ``float()``, an ``if``
     on a tensor, boolean-mask indexing, ``tolist``) waits for the GPU: a synchronisation

@@ -187,6 +187,20 @@ def encode_centernet_targets(
     }
 
 
+def _patch_radius(radius: torch.Tensor, output_size: tuple[int, int]) -> int:
+    """Half-size of the square patches on which :func:`encode_centernet_batch` draws
+    the Gaussians of objects of radii ``radius``. On the CPU, the largest radius
+    (reading it costs nothing there). Elsewhere, the largest radius that any box
+    clipped to the grid can have (the radius grows with the box): a bound known
+    without reading the radii back, so the GPU is not waited for (on a 96 x 96 grid,
+    patches of 53 x 53 cells, cheap on a GPU, 7x slower than the largest radius on a
+    CPU: ``benchmarks/target_encoding.py``)."""
+    if radius.device.type == "cpu":
+        return int(radius.max())
+    height, width = output_size
+    return max(0, int(gaussian_radius((height - 1, width - 1))))
+
+
 def encode_centernet_batch(
     targets: Sequence[dict],
     num_classes: int,
@@ -229,11 +243,10 @@ def encode_centernet_batch(
         radius = gaussian_radii(h.ceil(), w.ceil()).clamp(min=0).floor()
         center = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).float()
         cell = center.long()  # truncation, as the reference's astype(int32)
-        # Each object's (2R+1)^2 patch around its cell, R the largest radius a box
-        # clipped to this grid can have (the radius grows with the box): a bound known
-        # without reading the radii back from the device. The Gaussian is kept within
-        # the object's own radius, inside the grid; elsewhere the patch adds 0 at cell 0.
-        big = max(0, int(gaussian_radius((height - 1, width - 1))))
+        # Each object's (2R+1)^2 patch around its cell (R from _patch_radius); the
+        # Gaussian is kept within the object's own radius, inside the grid; elsewhere
+        # the patch adds 0 at cell 0.
+        big = _patch_radius(radius, output_size)
         offset = torch.arange(-big, big + 1, device=device)
         oy, ox = offset.view(1, -1, 1), offset.view(1, 1, -1)
         sigma = ((2 * radius + 1) / 6).view(-1, 1, 1)
