@@ -193,8 +193,8 @@ def _patch_radius(radius: torch.Tensor, output_size: tuple[int, int]) -> int:
     (reading it costs nothing there). Elsewhere, the largest radius that any box
     clipped to the grid can have (the radius grows with the box): a bound known
     without reading the radii back, so the GPU is not waited for (on a 96 x 96 grid,
-    patches of 53 x 53 cells, cheap on a GPU, 7x slower than the largest radius on a
-    CPU: ``benchmarks/target_encoding.py``)."""
+    patches of 53 x 53 cells: cheap on a GPU, several times slower than the largest
+    radius on a CPU, benchmarks/RESULTS.md)."""
     if radius.device.type == "cpu":
         return int(radius.max())
     height, width = output_size
