@@ -123,7 +123,12 @@ def devkit_voc_eval(
 
 
 def devkit_voc_map(
-    detections, ground_truths, num_classes, use_07_metric=False, levels=MATLAB_RECALL_LEVELS
+    detections,
+    ground_truths,
+    num_classes,
+    use_07_metric=False,
+    levels=MATLAB_RECALL_LEVELS,
+    minoverlap=0.5,
 ) -> dict:
     """The devkit over every class, inputs as ``course.detection.voc_map`` takes them:
     the results file of a class lists the detections image by image, in order."""
@@ -144,7 +149,7 @@ def devkit_voc_map(
         if sum(int((~g["diff"]).sum()) for g in gts) == 0:
             aps.append(float("nan"))  # no positive: the devkit's rec = tp/0 is undefined
             continue
-        rec, prec = devkit_voc_eval(dets, gts)
+        rec, prec = devkit_voc_eval(dets, gts, minoverlap)
         aps.append(devkit_ap07(rec, prec, levels) if use_07_metric else devkit_vocap(rec, prec))
     valid = [a for a in aps if not np.isnan(a)]
     return {"map": float(np.mean(valid)) if valid else float("nan"), "ap": aps}
