@@ -4,11 +4,12 @@ References kept here, in the tests, not in the package (as torchvision keeps its
 reference NMS in its tests):
 
 - ``devkit_voc_eval``: the Pascal VOC devkit's evaluation of one class, the loop
-  of ``VOCevaldet.m`` (VOCdevkit 2010-2012, ``VOCcode/``) written in Python step
-  by step, with the area AP of ``VOCap.m`` and VOC2007's 11-point AP (the loop at
-  the end of the 2007 devkit's ``VOCevaldet.m``, ``for t=0:0.1:1``). Its Python
-  port is ``lib/datasets/voc_eval.py`` of rbgirshick/py-faster-rcnn (commit
-  45e0da9), whose steps it shares except the ones named in the code.
+  of ``VOCcode/VOCevaldet.m`` written in Python step by step, with VOC2007's
+  11-point AP (the end of the 2007 devkit's ``VOCevaldet.m``, ``for t=0:0.1:1``;
+  read in npinto/VOCdevkit, commit b0890ec) and the area AP of ``VOCap.m`` (the
+  2010-2012 devkits, where ``VOCevaldet.m`` calls it). Its Python port is
+  ``lib/datasets/voc_eval.py`` of rbgirshick/py-faster-rcnn (commit 45e0da9),
+  whose steps it shares except the ones named in the code.
 - ``reference_neg_loss``: CenterNet's focal loss, ``_neg_loss`` of
   xingyizhou/CenterNet ``src/lib/models/losses.py`` (commit 002263e), applied as
   ``CtdetLoss`` applies it (``src/lib/trains/ctdet.py``): to ``_sigmoid(hm)``,
@@ -36,8 +37,9 @@ from course.detection.centernet import encode_centernet_targets
 # The devkit's evaluation (VOCevaldet.m, VOCap.m), one class at a time
 # ---------------------------------------------------------------------------
 
-# MATLAB's 0:0.1:1 (its colon operator computes the first half as 0 + k * 0.1 and
-# the second half as 1 - (10 - k) * 0.1): only the 4th level is not exactly 0.3.
+# MATLAB's 0:0.1:1, as MathWorks describes its colon operator (the first half
+# computed as 0 + k * 0.1, the second half as 1 - (10 - k) * 0.1; not run on MATLAB
+# here): of the 11 levels only the 4th, 0.30000000000000004, is not exactly k / 10.
 MATLAB_RECALL_LEVELS = np.array(
     [k * 0.1 for k in range(5)] + [1 - (10 - k) * 0.1 for k in range(5, 11)]
 )
