@@ -222,7 +222,7 @@ def encode_centernet_batch(
     device = torch.device(device)
     n, (height, width), k = len(targets), output_size, MAX_OBJECTS
     out = {  # one spare row after the n * K slots: degenerate boxes write there
-        "hm": torch.zeros(n * num_classes, height * width, device=device),
+        "hm": torch.zeros(n * num_classes * height * width, device=device),
         "wh": torch.zeros(n * k + 1, 2, device=device),
         "reg": torch.zeros(n * k + 1, 2, device=device),
         "ind": torch.zeros(n * k + 1, dtype=torch.int64, device=device),
@@ -244,8 +244,7 @@ def encode_centernet_batch(
         center = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).float()
         cell = center.long()  # truncation, as the reference's astype(int32)
         # Each object's (2R+1)^2 patch around its cell (R from _patch_radius); the
-        # Gaussian is kept within the object's own radius, inside the grid; elsewhere
-        # the patch adds 0 at cell 0.
+        # Gaussian is kept within the object's own radius, inside the grid.
         big = _patch_radius(radius, output_size)
         offset = torch.arange(-big, big + 1, device=device)
         oy, ox = offset.view(1, -1, 1), offset.view(1, 1, -1)
@@ -256,9 +255,14 @@ def encode_centernet_batch(
         keep = (oy.abs() <= r) & (ox.abs() <= r) & (g >= torch.finfo(torch.float64).eps)
         keep &= (py >= 0) & (py < height) & (px >= 0) & (px < width) & valid.view(-1, 1, 1)
         plane = (image * num_classes + labels).view(-1, 1, 1)
-        flat = torch.where(keep, (plane * height + py) * width + px, 0)
-        hm = out["hm"].view(-1)  # starts at 0: the max with a 0 changes nothing
-        hm.scatter_reduce_(0, flat.flatten(), torch.where(keep, g, 0).float().flatten(), "amax")
+        # Cells outside an object's disc go to a spare patch after the heatmaps, each
+        # patch position to its own cell (a GPU's atomic max would queue them all on
+        # one address otherwise); the spare patch is dropped.
+        spare = n * num_classes * height * width + (oy + big) * (2 * big + 1) + (ox + big)
+        flat = torch.where(keep, (plane * height + py) * width + px, spare)
+        hm = torch.zeros(n * num_classes * height * width + (2 * big + 1) ** 2, device=device)
+        hm.scatter_reduce_(0, flat.flatten(), g.float().expand_as(flat).flatten(), "amax")
+        out["hm"] = hm[: n * num_classes * height * width]
         at = torch.where(valid, image * k + slot, n * k)
         out["wh"][at] = torch.stack([w, h], 1).float()
         out["reg"][at] = center - cell
