@@ -221,8 +221,7 @@ def encode_centernet_batch(
     """
     device = torch.device(device)
     n, (height, width), k = len(targets), output_size, MAX_OBJECTS
-    out = {  # one spare row after the n * K slots: degenerate boxes write there
-        "hm": torch.zeros(n * num_classes * height * width, device=device),
+    out = {  # a spare row after the n * K slots: degenerate boxes write there
         "wh": torch.zeros(n * k + 1, 2, device=device),
         "reg": torch.zeros(n * k + 1, 2, device=device),
         "ind": torch.zeros(n * k + 1, dtype=torch.int64, device=device),
@@ -268,6 +267,8 @@ def encode_centernet_batch(
         out["reg"][at] = center - cell
         out["ind"][at] = cell[:, 1] * width + cell[:, 0]
         out["mask"][at] = 1.0
+    else:
+        out["hm"] = torch.zeros(n * num_classes * height * width, device=device)
     return {
         "hm": out["hm"].reshape(n, num_classes, height, width),
         **{
