@@ -101,9 +101,15 @@ class CenterNet(nn.Module):
 
 
 def gaussian_radius(det_size: tuple[float, float], min_overlap: float = 0.7) -> float:
-    """The reference code's radius: a box whose corners move by up to this radius still has
-    IoU >= ``min_overlap`` with the true box (three cases, the smallest wins).
-    ``det_size`` is (height, width) on the output grid."""
+    """The reference code's Gaussian radius for a box of ``det_size`` = (height, width)
+    cells on the output grid: CornerNet's formula, three cases, the smallest wins.
+
+    It is meant as the distance by which the box's corners may move while its IoU with
+    the true box stays >= ``min_overlap``, but the formula does not solve its own
+    equations (CornerNet issue #110, CenterNet issue #116): it gives about 0.27 x the
+    side of a square box at 0.7, and a box moved by it keeps an IoU below 0.7 (chapter
+    7 measures it; its exercise 7.6 derives the exact radius). Kept line for line,
+    since every CenterNet trained with it."""
     height, width = (torch.tensor(float(v), dtype=torch.float64) for v in det_size)
     return float(gaussian_radii(height, width, min_overlap))
 
