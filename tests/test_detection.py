@@ -20,6 +20,7 @@ from course.detection import (
     YOLOv1Loss,
     batched_nms,
     box_iou,
+    centernet_output_from_targets,
     clip_boxes_to_image,
     decode_centernet,
     decode_yolo,
@@ -32,9 +33,9 @@ from course.detection import (
     voc_ap,
     voc_map,
     voc_to_yolo,
+    yolo_output_from_targets,
     yolo_to_voc,
 )
-from course.detection.yolo import yolo_output_from_targets
 
 
 def random_boxes(n, seed, size=100.0):
@@ -122,6 +123,12 @@ def test_voc_map_perfect_duplicate_and_difficult():
         voc_map([det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.95, 0.9], [0, 0])], hard, 1)["map"]
         == 1.0
     )
+    # IoU exactly 0.5 is a match (VOCevaldet.m: ovmax >= minoverlap), just below is not
+    half = [gt([[0, 0, 10, 10]], [0])]
+    assert box_iou(torch.tensor([[0.0, 0, 10, 5]]), half[0]["boxes"]).item() == 0.5
+    assert voc_map([det([[0, 0, 10, 5]], [0.9], [0])], half, 1)["map"] == 1.0
+    assert voc_map([det([[0, 0, 10, 4.99]], [0.9], [0])], half, 1)["map"] == 0.0
+    assert voc_map([det([[0, 0, 10, 5]], [0.9], [0])], half, 1, iou_threshold=0.51)["map"] == 0
     # a wrong class is a miss, a class without ground truth is left out of the mean
     result = voc_map([det([[0, 0, 10, 10]], [0.9], [1])], [gt([[0, 0, 10, 10]], [0])], 3)
     assert result["ap"][0] == 0.0 and np.isnan(result["ap"][2]) and result["map"] == 0.0
@@ -228,17 +235,7 @@ def test_centernet_encode_decode_round_trip():
     labels = torch.tensor([0, 3, 1])
     t = encode_centernet_targets(boxes, labels, 4, (16, 16))
     assert t["mask"].sum() == 3 and t["hm"].max() == 1
-    hm_logits = torch.logit(t["hm"].clamp(1e-6, 1 - 1e-6))
-    wh = torch.zeros(2, 256)
-    reg = torch.zeros(2, 256)
-    for k in range(3):
-        wh[:, t["ind"][k]] = t["wh"][k]
-        reg[:, t["ind"][k]] = t["reg"][k]
-    outputs = {
-        "hm": hm_logits[None],
-        "wh": wh.reshape(1, 2, 16, 16),
-        "reg": reg.reshape(1, 2, 16, 16),
-    }
+    outputs = {name: v[None] for name, v in centernet_output_from_targets(t).items()}
     result = decode_centernet(outputs)[0]
     keep = result["scores"] > 0.99
     assert keep.sum() == 3
@@ -246,6 +243,30 @@ def test_centernet_encode_decode_round_trip():
     decoded = result["boxes"][keep][order]
     expected = boxes[labels.argsort()]
     torch.testing.assert_close(decoded, expected, atol=1e-4, rtol=0)  # offsets undo the stride
+
+
+def test_centernet_output_from_targets_of_a_batch_equals_each_image():
+    """The batch form equals the per-image one; a degenerate box (mask 0) in the middle
+    of the slots is skipped, and of two objects in one cell the later one is kept."""
+    from course.detection.centernet import encode_centernet_batch
+
+    targets = _random_targets(3)
+    batch = centernet_output_from_targets(encode_centernet_batch(targets, 4, (16, 16)))
+    for i, t in enumerate(targets):
+        single = centernet_output_from_targets(
+            encode_centernet_targets(t["boxes"], t["labels"], 4, (16, 16))
+        )
+        for name in ("hm", "wh", "reg"):
+            torch.testing.assert_close(batch[name][i], single[name])
+    boxes = torch.tensor([[8.0, 8, 24, 24], [30, 30, 30, 50], [9, 9, 23, 23], [40, 36, 60, 60]])
+    t = encode_centernet_targets(boxes, torch.tensor([0, 1, 2, 3]), 4, (16, 16))
+    assert t["mask"][:4].tolist() == [1, 0, 1, 1] and t["ind"][0] == t["ind"][2]
+    out = centernet_output_from_targets(t)
+    for k in (2, 3):  # the later of the two objects in cell ind[0], and the last one
+        cell = divmod(int(t["ind"][k]), 16)
+        torch.testing.assert_close(out["wh"][:, cell[0], cell[1]], t["wh"][k])
+        torch.testing.assert_close(out["reg"][:, cell[0], cell[1]], t["reg"][k])
+    assert (out["wh"] != 0).any(0).sum() == 2  # two cells hold a size, nothing else
 
 
 def test_centernet_shapes_bias_and_loss_decreases():
@@ -270,6 +291,10 @@ def test_centernet_shapes_bias_and_loss_decreases():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert set(loss_fn.last) == {"hm", "wh", "off"}
+    # the terms stay tensors (no GPU-to-CPU copy per step) and add up to the loss
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in loss_fn.last.values())
+    total = loss_fn.last["hm"] + 0.1 * loss_fn.last["wh"] + loss_fn.last["off"]
+    torch.testing.assert_close(total, loss.detach())
 
 
 def test_yolo_encode_decode_round_trip():

@@ -18,6 +18,7 @@ from course.detection.boxes import (
 from course.detection.centernet import (
     CenterNet,
     CenterNetLoss,
+    centernet_output_from_targets,
     decode_centernet,
     draw_gaussian,
     encode_centernet_targets,
@@ -31,7 +32,13 @@ from course.detection.transforms import (
     DetectionAugmentation,
     DetectionResize,
 )
-from course.detection.yolo import YOLOv1, YOLOv1Loss, decode_yolo, encode_yolo_targets
+from course.detection.yolo import (
+    YOLOv1,
+    YOLOv1Loss,
+    decode_yolo,
+    encode_yolo_targets,
+    yolo_output_from_targets,
+)
 
 __all__ = [
     "BatchDetectionAugmentation",
@@ -45,6 +52,7 @@ __all__ = [
     "batched_nms",
     "box_area",
     "box_iou",
+    "centernet_output_from_targets",
     "clip_boxes_to_image",
     "cxcywh_to_xyxy",
     "decode_centernet",
@@ -60,5 +68,6 @@ __all__ = [
     "voc_map",
     "voc_to_yolo",
     "xyxy_to_cxcywh",
+    "yolo_output_from_targets",
     "yolo_to_voc",
 ]

@@ -23,7 +23,7 @@ Used in chapter 7.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from course.models.resnet import ResNet18
 
 STRIDE = 4
 MAX_OBJECTS = 128
+_TARGET_KEYS = ("hm", "wh", "reg", "ind", "mask")
 
 
 class CenterNet(nn.Module):
@@ -100,9 +101,15 @@ class CenterNet(nn.Module):
 
 
 def gaussian_radius(det_size: tuple[float, float], min_overlap: float = 0.7) -> float:
-    """The reference code's radius: a box whose corners move by up to this radius still has
-    IoU >= ``min_overlap`` with the true box (three cases, the smallest wins).
-    ``det_size`` is (height, width) on the output grid."""
+    """The reference code's Gaussian radius for a box of ``det_size`` = (height, width)
+    cells on the output grid: CornerNet's formula, three cases, the smallest wins.
+
+    It is meant as the distance by which the box's corners may move while its IoU with
+    the true box stays >= ``min_overlap``, but the formula does not solve its own
+    equations (CornerNet issue #110, CenterNet issue #116): it gives about 0.27 x the
+    side of a square box at 0.7, and a box moved by it keeps an IoU below 0.7 (chapter
+    7 measures it; its exercise 7.6 derives the exact radius). Kept line for line,
+    since every CenterNet trained with it."""
     height, width = (torch.tensor(float(v), dtype=torch.float64) for v in det_size)
     return float(gaussian_radii(height, width, min_overlap))
 
@@ -186,6 +193,20 @@ def encode_centernet_targets(
     }
 
 
+def _patch_radius(radius: torch.Tensor, output_size: tuple[int, int]) -> int:
+    """Half-size of the square patches on which :func:`encode_centernet_batch` draws
+    the Gaussians of objects of radii ``radius``. On the CPU, the largest radius
+    (reading it costs nothing there). Elsewhere, the largest radius that any box
+    clipped to the grid can have (the radius grows with the box): a bound known
+    without reading the radii back, so the GPU is not waited for (on a 96 x 96 grid,
+    patches of 53 x 53 cells: cheap on a GPU, several times slower than the largest
+    radius on a CPU, benchmarks/RESULTS.md)."""
+    if radius.device.type == "cpu":
+        return int(radius.max())
+    height, width = output_size
+    return max(0, int(gaussian_radius((height - 1, width - 1))))
+
+
 def encode_centernet_batch(
     targets: Sequence[dict],
     num_classes: int,
@@ -200,24 +221,26 @@ def encode_centernet_batch(
 
     Every object's Gaussian is evaluated on a square patch around its centre
     cell and kept within its radius; the heatmap of each image and class is
-    their element-wise max (``scatter_reduce`` with ``"amax"``).
+    their element-wise max (``scatter_reduce`` with ``"amax"``). Nothing is read
+    back from the device (no ``.item()``, no boolean-mask indexing): on a GPU the
+    encoding never waits for the GPU, so it needs no synchronisation per step.
     """
     device = torch.device(device)
     n, (height, width), k = len(targets), output_size, MAX_OBJECTS
-    out = {
-        "hm": torch.zeros(n * num_classes, height * width, device=device),
-        "wh": torch.zeros(n * k, 2, device=device),
-        "reg": torch.zeros(n * k, 2, device=device),
-        "ind": torch.zeros(n * k, dtype=torch.int64, device=device),
-        "mask": torch.zeros(n * k, device=device),
+    out = {  # a spare row after the n * K slots: degenerate boxes write there
+        "wh": torch.zeros(n * k + 1, 2, device=device),
+        "reg": torch.zeros(n * k + 1, 2, device=device),
+        "ind": torch.zeros(n * k + 1, dtype=torch.int64, device=device),
+        "mask": torch.zeros(n * k + 1, device=device),
     }
     kept = [(t["boxes"][:k], t["labels"][: len(t["boxes"][:k])]) for t in targets]
-    if sum(len(b) for b, _ in kept):
+    total = sum(len(b) for b, _ in kept)
+    if total:
         boxes = torch.cat([b for b, _ in kept]).to(device, torch.float64) / stride
         labels = torch.cat([lab for _, lab in kept]).to(device)
         counts = torch.tensor([len(b) for b, _ in kept], device=device)
-        image = torch.repeat_interleave(torch.arange(n, device=device), counts)
-        slot = torch.arange(len(boxes), device=device) - (counts.cumsum(0) - counts)[image]
+        image = torch.repeat_interleave(torch.arange(n, device=device), counts, output_size=total)
+        slot = torch.arange(total, device=device) - (counts.cumsum(0) - counts)[image]
         x1, x2 = boxes[:, 0].clamp(0, width - 1), boxes[:, 2].clamp(0, width - 1)
         y1, y2 = boxes[:, 1].clamp(0, height - 1), boxes[:, 3].clamp(0, height - 1)
         w, h = x2 - x1, y2 - y1
@@ -225,9 +248,9 @@ def encode_centernet_batch(
         radius = gaussian_radii(h.ceil(), w.ceil()).clamp(min=0).floor()
         center = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2], 1).float()
         cell = center.long()  # truncation, as the reference's astype(int32)
-        # Each object's (2R+1)^2 patch around its cell, R the largest radius; the
+        # Each object's (2R+1)^2 patch around its cell (R from _patch_radius); the
         # Gaussian is kept within the object's own radius, inside the grid.
-        big = int(radius.max())
+        big = _patch_radius(radius, output_size)
         offset = torch.arange(-big, big + 1, device=device)
         oy, ox = offset.view(1, -1, 1), offset.view(1, 1, -1)
         sigma = ((2 * radius + 1) / 6).view(-1, 1, 1)
@@ -237,17 +260,27 @@ def encode_centernet_batch(
         keep = (oy.abs() <= r) & (ox.abs() <= r) & (g >= torch.finfo(torch.float64).eps)
         keep &= (py >= 0) & (py < height) & (px >= 0) & (px < width) & valid.view(-1, 1, 1)
         plane = (image * num_classes + labels).view(-1, 1, 1)
-        flat = (plane * height + py) * width + px
-        hm = out["hm"].view(-1)
-        hm.scatter_reduce_(0, flat[keep], g[keep].float(), reduce="amax")
-        at = (image * k + slot)[valid]
-        out["wh"][at] = torch.stack([w, h], 1)[valid].float()
-        out["reg"][at] = (center - cell)[valid]
-        out["ind"][at] = (cell[:, 1] * width + cell[:, 0])[valid]
-        out["mask"][at] = 1
+        # Cells outside an object's disc go to a spare patch after the heatmaps, each
+        # patch position to its own cell (a GPU's atomic max would queue them all on
+        # one address otherwise); the spare patch is dropped.
+        spare = n * num_classes * height * width + (oy + big) * (2 * big + 1) + (ox + big)
+        flat = torch.where(keep, (plane * height + py) * width + px, spare)
+        hm = torch.zeros(n * num_classes * height * width + (2 * big + 1) ** 2, device=device)
+        hm.scatter_reduce_(0, flat.flatten(), g.float().expand_as(flat).flatten(), "amax")
+        out["hm"] = hm[: n * num_classes * height * width]
+        at = torch.where(valid, image * k + slot, n * k)
+        out["wh"][at] = torch.stack([w, h], 1).float()
+        out["reg"][at] = center - cell
+        out["ind"][at] = cell[:, 1] * width + cell[:, 0]
+        out["mask"][at] = 1.0
+    else:
+        out["hm"] = torch.zeros(n * num_classes * height * width, device=device)
     return {
         "hm": out["hm"].reshape(n, num_classes, height, width),
-        **{name: out[name].reshape(n, k, -1).squeeze(-1) for name in ("wh", "reg", "ind", "mask")},
+        **{
+            name: out[name][: n * k].reshape(n, k, -1).squeeze(-1)
+            for name in ("wh", "reg", "ind", "mask")
+        },
     }
 
 
@@ -257,17 +290,21 @@ def encode_centernet_batch(
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Penalty-reduced pixel-wise focal loss (alpha = 2, beta = 4), normalised by the number
-    of objects (the pixels where the target heatmap is exactly 1)."""
+    """Penalty-reduced pixel-wise focal loss (alpha = 2, beta = 4) of heatmap logits
+    (N, C, H, W) against a target heatmap of the same shape, normalised by the number
+    of objects (the pixels where the target heatmap is exactly 1).
+
+    The reference ``_neg_loss`` (xingyizhou/CenterNet, models/losses.py) branches on
+    ``num_pos == 0`` and then returns the negative term alone; dividing by
+    ``max(num_pos, 1)`` gives the same value (the positive term is 0 then) and keeps
+    the result on the device: no GPU-to-CPU synchronisation per step.
+    """
     pred = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
     positive = target.eq(1).float()
     negative_weight = (1 - target).pow(4)
     positive_loss = (torch.log(pred) * (1 - pred).pow(2) * positive).sum()
     negative_loss = (torch.log(1 - pred) * pred.pow(2) * negative_weight * (1 - positive)).sum()
-    num_positive = positive.sum()
-    if num_positive == 0:
-        return -negative_loss
-    return -(positive_loss + negative_loss) / num_positive
+    return -(positive_loss + negative_loss) / positive.sum().clamp(min=1)
 
 
 def gather_at(feature: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
@@ -289,6 +326,11 @@ class CenterNetLoss(nn.Module):
     Called as ``loss(outputs, targets)`` with the model's outputs and a list
     of target dicts (``boxes``, ``labels``), so it plugs into
     ``course.train.fit``; it encodes the targets itself.
+
+    After each call, ``last`` holds the three terms as detached 0-d tensors on
+    the outputs' device (``"hm"``, ``"wh"``, ``"off"``): nothing is converted to a
+    Python float during training, which would wait for the GPU at every step;
+    ``float(loss.last["hm"])`` converts one when it is logged.
     """
 
     def __init__(
@@ -301,7 +343,7 @@ class CenterNetLoss(nn.Module):
         super().__init__()
         self.num_classes, self.wh_weight, self.off_weight = num_classes, wh_weight, off_weight
         self.stride = stride
-        self.last: dict[str, float] = {}
+        self.last: dict[str, torch.Tensor] = {}
 
     def forward(self, outputs: dict, targets: Sequence[dict]) -> torch.Tensor:
         size = tuple(outputs["hm"].shape[-2:])
@@ -313,7 +355,7 @@ class CenterNetLoss(nn.Module):
         off = masked_l1(
             gather_at(outputs["reg"].float(), batch["ind"]), batch["reg"], batch["mask"]
         )
-        self.last = {"hm": float(hm.detach()), "wh": float(wh.detach()), "off": float(off.detach())}
+        self.last = {"hm": hm.detach(), "wh": wh.detach(), "off": off.detach()}
         return hm + self.wh_weight * wh + self.off_weight * off
 
 
@@ -327,11 +369,11 @@ def decode_centernet(
     outputs: dict,
     k: int = 100,
     stride: int = STRIDE,
-    heatmap_is_logits: bool = True,
     image_size: tuple[int, int] | None = None,
 ) -> list[dict]:
-    """Detections of every image: a list of dicts ``boxes`` (k, 4) xyxy input pixels,
-    ``scores`` (k,), ``labels`` (k,), sorted by score.
+    """Detections of every image from the model's outputs (``hm`` logits (N, C, H, W),
+    ``wh`` and ``reg`` (N, 2, H, W)): a list of dicts ``boxes`` (k, 4) xyxy input
+    pixels, ``scores`` (k,) in [0, 1], ``labels`` (k,), sorted by score.
 
     A 3 x 3 max-pool keeps the cells that are local maxima of their heatmap
     (no NMS needed); the top ``k`` over all classes become boxes centred at
@@ -342,7 +384,7 @@ def decode_centernet(
     boxes are clipped to the image, ``image_size`` = (height, width), by default
     the heatmap's size times the stride.
     """
-    heat = torch.sigmoid(outputs["hm"].float()) if heatmap_is_logits else outputs["hm"].float()
+    heat = torch.sigmoid(outputs["hm"].float())
     n, c, h, w = heat.shape
     peaks = heat * (nn.functional.max_pool2d(heat, 3, stride=1, padding=1) == heat)
     scores, index = peaks.reshape(n, -1).topk(min(k, c * h * w))
@@ -360,3 +402,43 @@ def decode_centernet(
     )
     boxes = clip_boxes_to_image(boxes, image_size or (h * stride, w * stride))
     return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
+
+
+def centernet_output_from_targets(
+    target: Mapping[str, torch.Tensor], eps: float = 1e-6
+) -> dict[str, torch.Tensor]:
+    """A "perfect" network output for encoded targets, the twin of
+    :func:`course.detection.yolo.yolo_output_from_targets`: heatmap logits whose
+    sigmoid is the target heatmap (clamped to [eps, 1 - eps]), and at every object's
+    centre cell its size and offset (0 elsewhere). It checks encode -> decode round
+    trips: :func:`decode_centernet` gives back the boxes (those inside the grid).
+
+    ``target`` is one image's (:func:`encode_centernet_targets`: ``hm`` (C, H, W),
+    ``wh`` and ``reg`` (K, 2), ``ind`` and ``mask`` (K,)), and the result is
+    ``hm`` (C, H, W), ``wh`` and ``reg`` (2, H, W); or a batch's
+    (:func:`encode_centernet_batch`, one more leading dimension N in and out).
+    Slots whose ``mask`` is 0 are skipped; where two objects share a cell, the later
+    one's size and offset are kept, as the encoder's loop would write them.
+    """
+    single = target["hm"].dim() == 3
+    t = {name: target[name][None] if single else target[name] for name in _TARGET_KEYS}
+    n, _, height, width = t["hm"].shape
+    k = t["ind"].shape[1]
+    slot = torch.arange(k, device=t["ind"].device).expand(n, k)
+    real = t["mask"] > 0
+    last = torch.full((n, height * width), -1, dtype=torch.int64, device=slot.device)
+    last = last.scatter_reduce(1, t["ind"], torch.where(real, slot, -1), reduce="amax")
+    wins = real & (last.gather(1, t["ind"]) == slot)
+    index = torch.where(wins, t["ind"], height * width)[..., None].expand(-1, -1, 2)
+
+    def on_grid(values: torch.Tensor) -> torch.Tensor:  # (N, K, 2) -> (N, 2, H, W)
+        grid = torch.zeros(n, height * width + 1, 2, dtype=values.dtype, device=values.device)
+        grid.scatter_(1, index, values)  # the losers land in the spare last column
+        return grid[:, :-1].permute(0, 2, 1).reshape(n, 2, height, width)
+
+    output = {
+        "hm": torch.logit(t["hm"].clamp(eps, 1 - eps)),
+        "wh": on_grid(t["wh"]),
+        "reg": on_grid(t["reg"]),
+    }
+    return {name: v[0] for name, v in output.items()} if single else output

@@ -1,15 +1,25 @@
 """Pascal VOC average precision and mAP (chapter 7).
 
-The rules of the VOC devkit (``voc_eval.py``): per class, all detections of
-all images are sorted by decreasing score; each is a true positive if its
-IoU with a ground truth of that class in the same image exceeds the threshold
-and that ground truth was not already matched (a duplicate is a false
-positive); ground truths marked "difficult" neither count as positives nor
-penalise a detection that matches them. AP is the area under the
-precision/recall curve made monotone (2010+), or the mean of the precision
-at 11 recall levels 0, 0.1, ..., 1 (VOC2007's ``use_07_metric``).
-Coordinates are continuous (torchvision's convention): the devkit's "+1"
-pixel in widths is not added.
+The rules of the VOC devkit's evaluation (``VOCevaldet.m`` and ``VOCap.m`` of the
+MATLAB devkit; ``voc_eval.py`` of py-faster-rcnn is its Python port): per class,
+all detections of all images are sorted by decreasing score (ties keep their
+order: image by image, then as listed); each detection is matched with the
+ground truth of that class that it overlaps most in its image, and it is a true
+positive if that IoU is at least the threshold (``ovmax >= minoverlap`` in
+VOCevaldet.m, 0.5 by default) and that ground truth was not already matched (a
+duplicate is a false positive); a detection matched with a ground truth marked
+"difficult" is neither a true nor a false positive, and difficult objects do not
+count as positives. AP is the area under the precision/recall curve made monotone
+(VOC2010 on, ``VOCap.m``), or the mean of the best precision at recall >= 0, 0.1,
+..., 1 (VOC2007's 11 points, ``use_07_metric``).
+
+Two details differ from the devkit, on purpose. Coordinates are continuous
+(torchvision's convention): the devkit's "+1" pixel in widths is not added. The
+11 recall levels are exactly k / 10: MATLAB's ``0:0.1:1`` holds
+0.30000000000000004, where a recall of exactly 3/10 misses the 0.3 level
+(py-faster-rcnn's ``np.arange(0, 1.1, 0.1)`` also misses 0.6 and 0.7).
+tests/test_detection_reference.py checks these rules against a transcription
+of the devkit's loop.
 
 Used in chapter 7.
 """
@@ -23,16 +33,20 @@ import torch
 
 from course.detection.boxes import box_iou
 
+_RECALL_LEVELS = np.arange(11) / 10  # exactly 0, 0.1, ..., 1 (not 3 * 0.1)
+
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = False) -> float:
-    """Average precision from a recall/precision curve (detections sorted by score)."""
+    """Average precision from the recall and precision (M,) after each of M detections
+    sorted by decreasing score: the area under the precision envelope, or with
+    ``use_07_metric`` the mean of the best precision at recall >= 0, 0.1, ..., 1."""
     recall, precision = np.asarray(recall, float), np.asarray(precision, float)
     if use_07_metric:
         return float(
             np.mean(
                 [
                     precision[recall >= t].max() if (recall >= t).any() else 0.0
-                    for t in np.linspace(0, 1, 11)
+                    for t in _RECALL_LEVELS
                 ]
             )
         )
@@ -54,7 +68,8 @@ def voc_map(
     iou_threshold: float = 0.5,
     use_07_metric: bool = False,
 ) -> dict:
-    """mAP over ``num_classes`` classes, VOC rules.
+    """mAP over ``num_classes`` classes, VOC rules: a detection is a true positive when
+    its IoU with an unmatched ground truth is at least ``iou_threshold``.
 
     Args:
         detections: one dict per image with ``boxes`` (N, 4) xyxy, ``scores``
@@ -98,7 +113,7 @@ def voc_map(
                 continue
             iou = box_iou(box[None], gt_boxes)[0]
             best = int(iou.argmax())
-            if iou[best] > iou_threshold:  # the devkit's strict inequality
+            if iou[best] >= iou_threshold:  # VOCevaldet.m: ovmax >= minoverlap
                 if difficult[best]:
                     continue  # neither true nor false positive
                 if not matched[best]:
