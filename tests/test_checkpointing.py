@@ -185,9 +185,28 @@ def test_backprop_schedule_has_every_input_when_needed(checkpoints):
     if checkpoints is None:
         assert (peak, recomputed) == (n + 1, 0)
     else:
-        assert peak < n + 1 or len(checkpoints) == n - 1
-        # every layer not directly below a kept activation is computed twice
-        assert recomputed == n - 1 - len(checkpoints)
+        assert peak < n + 1 or checkpoints == (1, 2, 3, 4, 5)
+        # the layers of every segment but the last are computed twice
+        assert recomputed == max(checkpoints)
+
+
+@pytest.mark.parametrize(("n", "segments"), [(6, 3), (6, 2), (8, 4), (9, 3), (6, 6)])
+def test_backprop_schedule_recomputes_what_checkpoint_sequential_recomputes(n, segments):
+    """The chapter's schedule and PyTorch's checkpoint_sequential run the same layers twice."""
+    torch.manual_seed(0)
+    chain = deep_chain(n, 4)
+    calls = [0] * n
+    for i, layer in enumerate(chain):
+        # a pre-hook: non-reentrant recomputation may stop inside a segment's last layer
+        layer.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = torch.randn(3, 4)
+    checkpoint_sequential(chain, segments, x, use_reentrant=False).sum().backward()
+    size = n // segments  # checkpoint_sequential's segments; the rest goes to the last one
+    checkpoints = tuple(range(size, size * segments, size))
+    steps = backprop_schedule(n, checkpoints)
+    twice = [s.layer for s in steps if s.phase == "recompute"]
+    assert calls == [1 + (i + 1 in twice) for i in range(n)]
+    assert len(twice) == n - (n - size * (segments - 1))  # all but the last segment
 
 
 def test_backprop_schedule_rejects_bad_checkpoints():

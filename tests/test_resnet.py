@@ -54,3 +54,26 @@ def test_shape_table_is_the_slides_table():
         (512, 7, 7),
     ]
     assert table["avgpool"] == (512, 1, 1) and table["fc"] == (1000,)
+
+
+def test_midpoint_nonlinearity_is_zero_for_affine_maps_and_not_for_relu():
+    from course.residual import midpoint_nonlinearity
+
+    x, x2 = torch.randn(64, 8), torch.randn(64, 8)
+    affine = torch.nn.Linear(8, 5)
+    assert midpoint_nonlinearity(affine, x, x2) < 1e-5
+    assert midpoint_nonlinearity(torch.relu, x, x2) > 0.1
+
+
+def test_residual_stack_shares_the_plain_stacks_layers_and_is_more_linear():
+    from course.residual import midpoint_nonlinearity, mlp_stack
+
+    plain, residual = (mlp_stack(4, 16, residual=r, seed=3) for r in (False, True))
+    assert torch.equal(plain[2][0].weight, residual[2].f[0].weight)
+    x = torch.randn(5, 16)
+    h = x
+    for f in plain:
+        h = h + f(h)
+    torch.testing.assert_close(residual(x), h)
+    pairs = torch.randn(256, 16), torch.randn(256, 16)
+    assert midpoint_nonlinearity(residual, *pairs) < midpoint_nonlinearity(plain, *pairs)

@@ -124,26 +124,33 @@ def backprop_schedule(n: int, checkpoints: Sequence[int] | None = None) -> list[
 
     Without ``checkpoints`` every activation is kept until the backward pass
     has used it. With checkpoints (activation indices to keep, e.g. the
-    slides' (2, 4)) only a_0, the checkpoints and the current activation
-    survive the forward pass; when the backward pass enters a segment, the
-    segment is recomputed from its checkpoint. The backward step of layer i
-    needs a_{i-1} (for the weight gradient); after it, a_i is freed.
+    slides' (2, 4)) the chain is cut into segments at them, and the schedule
+    is that of ``torch.utils.checkpoint.checkpoint_sequential``: every segment
+    but the last keeps only its input (a_0 or a checkpoint) during the forward
+    pass, and is recomputed in full (each of its layers run a second time)
+    when the backward pass reaches it; the last segment, whose backward comes
+    first, keeps its activations and is never recomputed. The backward step
+    of layer i needs a_{i-1} (for the weight gradient); after it, a_i is freed.
+
+    So with k segments the recomputed layers are those of the first k - 1
+    segments: n minus the length of the last segment.
     """
     keep_all = checkpoints is None
     kept = set(range(n + 1)) if keep_all else {0, *checkpoints}
     if not keep_all and not all(0 < c < n for c in kept - {0}):
         raise ValueError(f"checkpoints must lie strictly between 0 and {n}")
+    last_input = max(kept)  # the last segment, a_last .. a_n, is not checkpointed
     steps: list[Step] = []
     alive = {0}
     for i in range(1, n + 1):
         alive.add(i)
         steps.append(Step("forward", i, frozenset(alive)))
-        if not keep_all and i - 1 not in kept:
+        if i - 1 not in kept and i - 1 < last_input:
             alive.discard(i - 1)
     for i in range(n, 0, -1):
-        if i - 1 not in alive:  # rebuild the segment from the last checkpoint below it
-            start = max(c for c in kept if c < i - 1)
-            for j in range(start + 1, i):
+        if not keep_all and i in kept:  # i ends a checkpointed segment: rerun it in full
+            start = max(c for c in kept if c < i)
+            for j in range(start + 1, i + 1):
                 alive.add(j)
                 steps.append(Step("recompute", j, frozenset(alive)))
         alive.discard(i)

@@ -386,7 +386,7 @@ def loss_along_gradient(
 
 
 def running_estimates(
-    momentum: float,
+    momentum: float | None,
     batch_size: int,
     steps: int,
     true_mean: float = 2.0,
@@ -398,6 +398,7 @@ def running_estimates(
     Returns the running mean and running variance after each step (and the
     batch statistics), to see how momentum and batch size trade the speed of
     convergence against the noise of the estimate. Used by the chapter's widget.
+    ``momentum=None`` gives BN's cumulative average (exercise 1.1).
     """
     generator = torch.Generator().manual_seed(run_seed(seed))
     bn = BatchNorm2d(1, momentum=momentum)

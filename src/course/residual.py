@@ -11,11 +11,16 @@ block, in the deep plain and residual networks of ``course.models.DeepCNN``,
 built in pairs with as many convolutions each (:func:`plain_and_residual`);
 :func:`shape_table` runs ResNet18 (``course.models.resnet18``) on an image
 and lists the shape after each stage: the slides' table.
+:func:`midpoint_nonlinearity` measures how far a map is from linear, to
+compare a stack of plain layers with a stack of residual blocks built from
+the same layers (:func:`mlp_stack`): the slides' "more linear" residual function.
 
 Used in chapter 2.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,6 +28,53 @@ from torch import nn
 from course.check import Report, compare, run_checks
 from course.config import run_seed
 from course.models.deep import DeepCNN, init_conv_weights
+
+
+def mlp_stack(depth: int, width: int = 64, *, residual: bool, seed: int = 0) -> nn.Sequential:
+    """``depth`` maps f(x) = W2 relu(W1 x) on vectors of size ``width``, plain or residual.
+
+    The weights are He-initialised (W1 ~ N(0, 2/width), W2 ~ N(0, 1/width), no
+    bias) and drawn from ``run_seed(seed)`` whatever ``residual`` is: the plain
+    stack computes f_L(...f_1(x)), the residual one (x + f_L)(...(x + f_1)(x)),
+    with the same f_i. Input and output (N, width).
+    """
+    generator = torch.Generator().manual_seed(run_seed(seed))
+    blocks: list[nn.Module] = []
+    for _ in range(depth):
+        f = nn.Sequential(
+            nn.Linear(width, width, bias=False), nn.ReLU(), nn.Linear(width, width, bias=False)
+        )
+        with torch.no_grad():
+            f[0].weight.copy_(torch.randn(width, width, generator=generator) * (2 / width) ** 0.5)
+            f[2].weight.copy_(torch.randn(width, width, generator=generator) * (1 / width) ** 0.5)
+        blocks.append(_Residual(f) if residual else f)
+    return nn.Sequential(*blocks)
+
+
+class _Residual(nn.Module):
+    """x -> x + f(x)."""
+
+    def __init__(self, f: nn.Module) -> None:
+        super().__init__()
+        self.f = f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+@torch.no_grad()
+def midpoint_nonlinearity(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, x2: torch.Tensor
+) -> float:
+    """Mean over the rows of |g(m) - (g(x) + g(x2))/2| / |g(x) - g(x2)|, m = (x + x2)/2.
+
+    0 for an affine map g (and for no other continuous one over all pairs); the
+    larger, the more g bends between the two points, relative to how far it
+    moves them. ``x`` and ``x2`` are (N, D) batches of pairs.
+    """
+    gx, gx2, gm = fn(x), fn(x2), fn((x + x2) / 2)
+    bend = (gm - (gx + gx2) / 2).flatten(1).norm(dim=1)
+    return float((bend / (gx - gx2).flatten(1).norm(dim=1)).mean())
 
 
 def plain_and_residual(

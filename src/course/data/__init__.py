@@ -11,14 +11,16 @@ from course.data.normalize import (
     Normalize,
     with_imagenet_normalization,
 )
-from course.data.shapes import SHAPE_CLASSES, make_shapes, render_shape
+from course.data.shapes import SHAPE_CLASSES, Transformed, make_shapes, render_shape, slow_blur
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SHAPE_CLASSES",
     "Normalize",
+    "Transformed",
     "make_shapes",
     "render_shape",
+    "slow_blur",
     "with_imagenet_normalization",
 ]

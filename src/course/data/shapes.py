@@ -2,16 +2,22 @@
 
 Small, deterministic from a seed, and hard enough that a linear model fails
 but a small CNN learns it in seconds: the shape (not its colour, size or
-place) decides the class.
+place) decides the class. Beside it, :class:`Transformed` (a dataset that
+applies a transform when an image is read) and :func:`slow_blur` (a transform
+that costs a few milliseconds per image): chapter 0 times DataLoader workers
+with them. They live in the package, not in the notebook, because workers
+started by *spawn* (the default on macOS and Windows) import what they run.
 
 Used in chapters 0, 1, 2, 4, 6 and 7.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from course.config import run_seed
 
@@ -104,3 +110,38 @@ def make_shapes(
         image = image + rng.normal(0.0, noise, size=image.shape)
         images[i] = np.clip(image, 0.0, 1.0)
     return TensorDataset(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+
+
+class Transformed(Dataset):
+    """Apply ``transform`` to the images of ``base`` when they are read.
+
+    ``base[i]`` is ``(image, label)``; ``Transformed(base, t)[i]`` is
+    ``(t(image), label)``. Importable, hence picklable by reference: DataLoader
+    workers started by *spawn* find the class (and ``transform``, when it is a
+    module-level function such as :func:`slow_blur`, not a lambda or a
+    function defined in a notebook).
+    """
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.base[i]
+        return self.transform(x), y
+
+
+def slow_blur(image: torch.Tensor) -> torch.Tensor:
+    """A deliberately expensive transform of one image (C, H, W): a few milliseconds.
+
+    Upsamples 4x, applies a 31x31 Gaussian blur (sigma 6), and resizes back,
+    so that the output has the input's shape and stays in [0, 1].
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    height, width = image.shape[-2:]
+    big = TF.resize(image, [4 * height, 4 * width], antialias=True)
+    blurred = TF.gaussian_blur(big, kernel_size=31, sigma=6.0)
+    return TF.resize(blurred, [height, width], antialias=True)
