@@ -662,9 +662,21 @@ def backbone_not_frozen():
     return _prepare(params="none")
 
 
-@mutant("frozen_backbone", ("backbone parameters still train", "bn1"))
-def only_convolutions_frozen():
+@mutant("frozen_backbone", ("backbone parameters still train", "downsample.0.weight"))
+def only_layers_named_conv_frozen():
     return _prepare(params="conv")
+
+
+@mutant("frozen_backbone", ("backbone parameters still train", "of BN", "bn1.weight"))
+def only_convolutions_frozen_bn_affine_trains():
+    def prepare(model, num_classes):
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.requires_grad_(False)
+        model.fc = nn.Linear(512, num_classes)
+        return model
+
+    return prepare
 
 
 @mutant("frozen_backbone", "the new head is frozen")
