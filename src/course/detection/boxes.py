@@ -145,10 +145,77 @@ _PLUS_ONE = (
 )
 
 
+def _wrong_iou(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    plus_one: float = 0.0,
+    clamp: str = "sides",
+    divide_by: str = "union",
+    corners: str = "overlap",
+) -> torch.Tensor:
+    """IoU with one of the usual mistakes switched on (the defaults give the right one):
+    a +1 pixel, no clamp or a clamp of the product, another denominator, the enclosing
+    box's corners instead of the overlap's."""
+    pick_lt, pick_rb = (torch.max, torch.min) if corners == "overlap" else (torch.min, torch.max)
+    lt = pick_lt(a[:, None, :2], b[None, :, :2])
+    rb = pick_rb(a[:, None, 2:], b[None, :, 2:])
+    wh = rb - lt + plus_one
+    if clamp == "sides":
+        wh = wh.clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    if clamp == "product":
+        inter = inter.clamp(min=0)
+    area_a = ((a[:, 2] - a[:, 0] + plus_one) * (a[:, 3] - a[:, 1] + plus_one))[:, None]
+    area_b = ((b[:, 2] - b[:, 0] + plus_one) * (b[:, 3] - b[:, 1] + plus_one))[None]
+    denominator = {
+        "union": area_a + area_b - inter,
+        "sum": area_a + area_b,
+        "area_a": area_a.expand_as(inter),
+        "smaller": torch.min(area_a, area_b),
+    }[divide_by]
+    return inter / denominator
+
+
+#: The usual IoU mistakes, each with what to tell the student.
+_IOU_MISTAKES = (
+    ({"plus_one": 1.0}, _PLUS_ONE),
+    (
+        {"clamp": "product"},
+        "clamp the intersection's width and height at 0 separately, before multiplying: "
+        "two negatives multiply to a positive area",
+    ),
+    ({"clamp": "none"}, "IoUs outside [0, 1]: clamp the intersection's width and height at 0"),
+    (
+        {"divide_by": "sum"},
+        "union = area(a) + area(b) - intersection: the intersection is counted twice",
+    ),
+    (
+        {"divide_by": "area_a"},
+        "you divided by area(a): IoU divides by the union, area(a) + area(b) - intersection",
+    ),
+    (
+        {"divide_by": "smaller"},
+        "you divided by the smaller box's area: IoU divides by the union, "
+        "area(a) + area(b) - intersection",
+    ),
+    (
+        {"corners": "enclosing"},
+        "the overlap's top-left is the max of the top-lefts and its bottom-right the min "
+        "of the bottom-rights (you took the enclosing box)",
+    ),
+)
+
+
+def _xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+
+
 def check_box_iou(box_iou_fn) -> Report:
     """Check ``box_iou_fn(a, b) -> (N, M)``, the IoU of every box of ``a`` (N, 4) with
-    every box of ``b`` (M, 4), xyxy, against ``torchvision.ops.box_iou``: random boxes,
-    disjoint boxes (IoU 0), a box inside another, identical boxes (IoU 1)."""
+    every box of ``b`` (M, 4), xyxy, against ``torchvision.ops.box_iou``: random boxes
+    (N = M, then N != M), disjoint boxes (IoU 0), a box inside another, identical boxes
+    (IoU 1)."""
     import torchvision
 
     generator = torch.Generator().manual_seed(0)
@@ -163,16 +230,21 @@ def check_box_iou(box_iou_fn) -> Report:
         problem = compare(got, want, "IoU of random boxes")
         if problem is None or got.shape != want.shape:
             return problem
-        one = torch.tensor([0.0, 0.0, 1.0, 1.0])
-        if torch.allclose(got, torchvision.ops.box_iou(a + one, b + one), atol=1e-5):
-            return _PLUS_ONE
+        got = got.detach()
+        if torch.allclose(got, want.T, atol=1e-5):
+            return "returns the (M, N) matrix: rows for the boxes of a, columns for those of b"
+        for mistake, advice in _IOU_MISTAKES:
+            if torch.allclose(got, _wrong_iou(a, b, **mistake), atol=1e-5, equal_nan=True):
+                return advice
+        if torch.allclose(got, torchvision.ops.box_iou(_xywh_to_xyxy(a), _xywh_to_xyxy(b))):
+            return "the boxes are xyxy corners (x1, y1, x2, y2), not (x, y, w, h)"
         if (got < -1e-6).any() or (got > 1 + 1e-6).any():
             return "IoUs outside [0, 1]: clamp the intersection's width and height at 0"
-        areas = box_area(a)[:, None] + box_area(b)[None]
-        inter = want * areas / (1 + want)  # IoU = inter / (areas - inter)
-        if torch.allclose(got, inter / areas, atol=1e-5):
-            return "union = area(a) + area(b) - intersection: the intersection is counted twice"
         return problem
+
+    def other_sizes() -> str | None:
+        got = box_iou_fn(a[:5], b[:3])
+        return compare(got, torchvision.ops.box_iou(a[:5], b[:3]), "IoU of 5 boxes with 3")
 
     def disjoint() -> str | None:
         left = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
@@ -202,6 +274,7 @@ def check_box_iou(box_iou_fn) -> Report:
         "box_iou",
         [
             ("IoU of random boxes", pairs),
+            ("N != M", other_sizes),
             ("disjoint boxes", disjoint),
             ("nested and identical boxes", edge_cases),
         ],
