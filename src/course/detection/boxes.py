@@ -281,46 +281,135 @@ def check_box_iou(box_iou_fn) -> Report:
     )
 
 
+def _wrong_nms(
+    iou: torch.Tensor,
+    scores: torch.Tensor,
+    threshold: float,
+    *,
+    visit: str = "descending",
+    against: str = "kept",
+    discard: str = "greater",
+) -> list[int]:
+    """Greedy NMS with one of the usual mistakes switched on (the defaults give the
+    right one): the visiting order, which boxes a box is compared with (the kept ones,
+    only the last kept, or every higher-scoring one, suppressed or not: "fast" NMS),
+    and the comparison that discards."""
+    order = {
+        "descending": scores.argsort(descending=True),
+        "ascending": scores.argsort(),
+        "index": torch.arange(len(scores)),
+    }[visit]
+    keep: list[int] = []
+    seen: list[int] = []
+    for i in order.tolist():
+        others = {"kept": keep, "last": keep[-1:], "all_before": seen}[against]
+        overlaps = [float(iou[i, j]) for j in others]
+        drop = {
+            "greater": any(v > threshold for v in overlaps),
+            "greater_equal": any(v >= threshold for v in overlaps),
+            "reversed": any(v <= threshold for v in overlaps),
+        }[discard]
+        if not drop:
+            keep.append(i)
+        seen.append(i)
+    return keep
+
+
+#: The usual NMS mistakes (as :func:`_wrong_nms`'s switches), each with its advice.
+_NMS_MISTAKES = (
+    (
+        {"visit": "index"},
+        "visit the boxes by decreasing score (argsort(descending=True)), not in index order",
+    ),
+    (
+        {"visit": "ascending"},
+        "visit the boxes by decreasing score (argsort(descending=True)), not increasing",
+    ),
+    (
+        {"against": "all_before"},
+        "a suppressed box still suppressed others: once discarded, a box no longer "
+        "counts; compare each box only with the boxes kept so far",
+    ),
+    ({"against": "last"}, "compare each box with every kept box, not only the last one kept"),
+    (
+        {"discard": "reversed"},
+        "the comparison is reversed: discard the boxes whose IoU > threshold with a kept "
+        "box, keep the others",
+    ),
+    (
+        {"discard": "greater_equal"},
+        "a box whose IoU equals the threshold is discarded: discard only IoU > threshold",
+    ),
+)
+
+
+def _diagnose_nms(got, boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> str | None:
+    """The usual mistake that gives ``got`` (kept indices) on these boxes, if any."""
+    if not isinstance(got, torch.Tensor) or got.dtype == torch.bool or got.dim() != 1:
+        return None
+    got_list = got.tolist()
+    iou = box_iou(boxes, boxes)
+    right = _wrong_nms(iou, scores, threshold)
+    if got_list != right and sorted(got_list) == sorted(right):
+        return "the right boxes, in the wrong order: return them by decreasing score"
+    order = scores.argsort(descending=True).tolist()
+    if got_list == [order.index(i) for i in right]:
+        return (
+            "returns positions in the sorted order: return the boxes' own indices, "
+            "order[position] (order = scores.argsort(descending=True))"
+        )
+    for mistake, advice in _NMS_MISTAKES:
+        if got_list == _wrong_nms(iou, scores, threshold, **mistake):
+            return advice
+    one = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    if got_list == _wrong_nms(box_iou(boxes + one, boxes + one), scores, threshold):
+        return f"the kept boxes are those of an IoU with {_PLUS_ONE}"
+    return None
+
+
 def check_nms(nms_fn) -> Report:
     """Check ``nms_fn(boxes, scores, iou_threshold) -> kept indices``, greedy
     non-maximum suppression, against ``torchvision.ops.nms``: visit the boxes by
     decreasing score, keep one, discard every remaining box whose IoU with it is
-    greater than the threshold; return the kept indices (int64), best first."""
+    greater than the threshold; return the kept indices (int64), best first. Besides
+    random boxes: a chain A-B-C where B overlaps both and A and C do not overlap (a
+    discarded B must not discard C), and a box overlapping an earlier kept box but not
+    the last one kept."""
     import torchvision
 
     generator = torch.Generator().manual_seed(1)
     boxes = _random_boxes(30, generator)
     scores = torch.rand(30, generator=generator)
 
-    def random_case() -> str | None:
-        got, want = nms_fn(boxes, scores, 0.3), torchvision.ops.nms(boxes, scores, 0.3)
-        if isinstance(got, torch.Tensor) and got.dtype == torch.bool:
-            return "returns a mask: return the indices of the kept boxes (int64), best first"
-        if (
-            isinstance(got, torch.Tensor)
-            and got.shape == want.shape
-            and set(got.tolist()) == set(want.tolist())
-        ):
-            if not torch.equal(got, want):
-                return "the right boxes, in the wrong order: return them by decreasing score"
-        if isinstance(got, torch.Tensor) and got.dtype == want.dtype:
-            unsorted = []
-            for i in range(len(boxes)):  # the classic mistake: visit in index order
-                if all(box_iou(boxes[i : i + 1], boxes[j : j + 1]).item() <= 0.3 for j in unsorted):
-                    unsorted.append(i)
-            if got.tolist() == unsorted:
-                return (
-                    "visit the boxes by decreasing score (argsort(descending=True)), "
-                    "not in index order"
-                )
-        return compare(got, want, "the kept indices")
+    def case(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, what: str):
+        def check() -> str | None:
+            got = nms_fn(boxes.clone(), scores.clone(), threshold)
+            if isinstance(got, torch.Tensor) and got.dtype == torch.bool:
+                return "returns a mask: return the indices of the kept boxes (int64), best first"
+            problem = compare(got, torchvision.ops.nms(boxes, scores, threshold), what)
+            if problem is None:
+                return None
+            return _diagnose_nms(got, boxes, scores, threshold) or problem
+
+        return check
+
+    # IoU(A, B) = IoU(B, C) = 1/3, IoU(A, C) = 0: B is discarded, C is kept
+    chain = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [10.0, 0.0, 20.0, 10.0]])
+    # the third box overlaps the first (kept), not the second (kept last)
+    earlier = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [2.0, 0.0, 12.0, 10.0]]
+    )
+    three = torch.tensor([0.9, 0.8, 0.7])
 
     def threshold() -> str | None:
         pair = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])  # IoU exactly 0.5
         got = nms_fn(pair, torch.tensor([0.9, 0.8]), 0.5)
         want = torchvision.ops.nms(pair, torch.tensor([0.9, 0.8]), 0.5)
         if isinstance(got, torch.Tensor) and got.tolist() == [0]:
-            return "a box whose IoU equals the threshold is kept: discard only IoU > threshold"
+            return (
+                "a box whose IoU equals the threshold is discarded: discard only "
+                f"IoU > threshold (or your IoU is too large: {_PLUS_ONE})"
+            )
         return compare(got, want, "IoU equal to the threshold")
 
     def empty() -> str | None:
@@ -330,7 +419,9 @@ def check_nms(nms_fn) -> Report:
     return run_checks(
         "nms",
         [
-            ("30 random boxes", random_case),
+            ("30 random boxes", case(boxes, scores, 0.3, "the kept indices")),
+            ("a chain A-B-C", case(chain, three, 0.3, "the chain A-B-C")),
+            ("an earlier kept box", case(earlier, three, 0.3, "an earlier kept box")),
             ("IoU equal to the threshold", threshold),
             ("no box at all", empty),
         ],
