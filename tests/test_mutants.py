@@ -13,9 +13,12 @@ accepted) kept in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -1556,3 +1559,85 @@ def summary() -> str:
 
 if __name__ == "__main__":
     print(summary())
+
+
+# ---------------------------------------------------------------------------
+# The notebooks' own solutions and skeletons
+# ---------------------------------------------------------------------------
+
+_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _exercise_cells(kind: str) -> list[tuple[str, str]]:
+    """(notebook, source) of every write-it-yourself cell: ``kind`` "solution" (a hidden
+    solution that asserts its checker's report) or "skeleton" (the cell as the student
+    finds it, which calls the checker on a body of ``...``)."""
+    cells = []
+    for path in sorted(_NOTEBOOKS.glob("0*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] != "code" or not re.search(r"\bcheck_\w+\([Mm]y", source):
+                continue
+            is_solution = source.startswith("# @title Solution")
+            if is_solution == (kind == "solution"):
+                cells.append((path.stem, source))
+    return cells
+
+
+def _namespace() -> dict:
+    """What the exercise cells find defined by the cells above them."""
+    return {
+        "torch": torch,
+        "nn": nn,
+        "checkpoint": checkpoint,
+        "eval_mode": eval_mode,
+        "freeze_batchnorm": freeze_batchnorm,
+        "print": lambda *a, **k: None,
+        **{
+            f.__name__: f
+            for f in (
+                check_train_epoch,
+                check_batch_norm,
+                check_basic_block,
+                check_frozen_backbone,
+                check_fgsm,
+                check_projection,
+                check_two_segments,
+                check_scaling_rule,
+                check_box_iou,
+                check_nms,
+                check_yolo_encoding,
+            )
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("notebook", "source"), [pytest.param(n, s, id=n) for n, s in _exercise_cells("solution")]
+)
+def test_the_notebooks_solutions_pass(notebook, source):
+    """Each chapter's own solution is one more right answer (its cell asserts the report)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(source, notebook, "exec"), _namespace())  # noqa: S102
+
+
+def test_every_exercise_has_a_solution_and_a_skeleton():
+    assert len(_exercise_cells("solution")) == 9  # 11 checkers; ch4 and ch7 pair two
+    assert len(_exercise_cells("skeleton")) == 9
+
+
+@pytest.mark.parametrize(
+    ("notebook", "source"), [pytest.param(n, s, id=n) for n, s in _exercise_cells("skeleton")]
+)
+def test_an_unwritten_exercise_says_so(notebook, source):
+    """The skeleton as the student finds it: every checker it calls says the body is not
+    written yet, never a misleading mistake."""
+    namespace = _namespace()
+    exec(compile(source, notebook, "exec"), namespace)  # noqa: S102 (the checker runs too)
+    calls = re.findall(r"\b(check_\w+)\(([Mm]y\w+(?:, [Mm]y\w+)*)\)", source)
+    reports = [namespace[c](*(namespace[a] for a in args.split(", "))) for c, args in calls]
+    assert reports
+    for report in reports:
+        text = repr(report)
+        assert not report and re.search(r"returned None|write|not written|missing", text), text

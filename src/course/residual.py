@@ -183,6 +183,11 @@ def check_basic_block(block_class: type[nn.Module]) -> Report:
             if block is None or not isinstance(block, nn.Module):
                 return "the class must build an nn.Module (write __init__ and forward)"
             missing = [n for n in BLOCK_NAMES[:4] if not hasattr(block, n)]
+            if len(missing) == 4:
+                return (
+                    "not written yet: build the layers conv1, bn1, conv2, bn2 and shortcut "
+                    "in __init__, then write forward"
+                )
             if missing:
                 return f"name the layers {', '.join(BLOCK_NAMES)}; missing: {missing}"
             convs = [block.conv1, block.conv2]
