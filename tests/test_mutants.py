@@ -324,6 +324,16 @@ def eps_outside_sqrt():
     return _bn(eps_at="outside")
 
 
+@mutant("batch_norm", ("eps", "inside the square root"))
+def eps_outside_sqrt_in_training_only():
+    return _bn(eps_at="outside", eval_eps_at="inside")
+
+
+@mutant("batch_norm", ("NaN", "eps"))
+def no_eps_in_training_only():
+    return _bn(eps_at="none", eval_eps_at="inside")
+
+
 @mutant("batch_norm", ("eps", "inside the square root", "eval"))
 def eps_outside_sqrt_in_eval_only():
     return _bn(eval_eps_at="outside")
