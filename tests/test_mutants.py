@@ -1547,20 +1547,30 @@ def test_every_checker_has_its_suite():
 
 
 def summary() -> str:
-    """The table of benchmarks/RESULTS.md: per checker, mutants rejected with the right
-    message, and right answers accepted."""
+    """The table of benchmarks/RESULTS.md: per checker, the mutants, how many are
+    rejected, how many of those with the message naming their mistake, and the right
+    answers accepted."""
     lines = [
-        "| checker | mutants | rejected, mistake named | right answers | accepted |",
-        "|---|---|---|---|---|",
+        "| checker | mutants | rejected | rejected, mistake named | right answers | accepted |",
+        "|---|---|---|---|---|---|",
     ]
-    totals = [0, 0, 0, 0]
+    totals = [0] * 5
     for checker in CHECKERS:
-        named = 0
+        rejected = named = 0
         for _, fn, words in MUTANTS[checker]:
-            report = _run(checker, fn)
+            try:
+                report = _run(checker, fn)
+            except Exception:  # an older checker may crash on a mutant: not a rejection
+                continue
+            rejected += not report
             named += (not report) and all(w in repr(report) for w in words)
-        accepted = sum(bool(_run(checker, fn)) for _, fn in CORRECT[checker])
-        row = [len(MUTANTS[checker]), named, len(CORRECT[checker]), accepted]
+        accepted = 0
+        for _, fn in CORRECT[checker]:
+            try:
+                accepted += bool(_run(checker, fn))
+            except Exception:
+                pass
+        row = [len(MUTANTS[checker]), rejected, named, len(CORRECT[checker]), accepted]
         totals = [t + r for t, r in zip(totals, row, strict=True)]
         lines.append(f"| {checker} | " + " | ".join(map(str, row)) + " |")
     lines.append("| all | " + " | ".join(map(str, totals)) + " |")
