@@ -17,6 +17,7 @@ import json
 import math
 import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,6 +165,22 @@ def sum_of_batch_losses():
 @mutant("train_epoch", ("number of samples", "not of batches"))
 def sample_sum_over_batches():
     return _epoch(average="per_batch_count")
+
+
+@mutant("train_epoch", ("batches times the batch size", "smaller"))
+def batches_times_batch_size():
+    def train_epoch(model, loader, loss_fn, optimizer):
+        model.train()
+        total, batches = 0.0, 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item() * len(x), batches + 1
+        return total / (batches * loader.batch_size)
+
+    return train_epoch
 
 
 @mutant("train_epoch", "last batch")
@@ -619,6 +636,22 @@ def block_with_empty_sequential_shortcut():
     return Block
 
 
+@correct("basic_block")
+def block_with_named_shortcut_layers():
+    class Block(_block()):
+        def __init__(self, in_channels, out_channels, stride=1):
+            super().__init__(in_channels, out_channels, stride)
+            if stride != 1 or in_channels != out_channels:
+                self.shortcut = nn.Sequential(
+                    OrderedDict(
+                        conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                        bn=nn.BatchNorm2d(out_channels),
+                    )
+                )
+
+    return Block
+
+
 # ---------------------------------------------------------------------------
 # Chapter 3: prepare(model, num_classes) -> model, a new head on a frozen backbone
 # ---------------------------------------------------------------------------
@@ -884,6 +917,18 @@ def with_eval_mode_context():
             loss = nn.functional.cross_entropy(model(x), y)
             (grad,) = torch.autograd.grad(loss, x)
         return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+    return attack
+
+
+@correct("fgsm")
+def requires_grad_on_the_input_itself():
+    def attack(model, x, y, eps):
+        x.requires_grad_()
+        with eval_mode(model):
+            loss = nn.functional.cross_entropy(model(x), y)
+        grad = torch.autograd.grad(loss, x)[0]
+        return torch.clamp(x.detach() + eps * grad.sign(), 0, 1)
 
     return attack
 

@@ -221,6 +221,12 @@ def check_train_epoch(train_epoch: Callable) -> Report:
             ),
             (sample_sum, "returns the summed loss: divide by the number of samples"),
             (
+                sample_sum / (len(sizes) * sizes[0]),
+                "divides by the number of batches times the batch size: the last batch "
+                f"is smaller (here {sizes}); divide by the number of samples, "
+                "len(loader.dataset)",
+            ),
+            (
                 means[-1],
                 "returns the last batch's loss: accumulate loss.item() * len(x) over the "
                 "epoch and divide by the number of samples",

@@ -167,6 +167,29 @@ def _wrong_blocks(reference: nn.Module, x: torch.Tensor, stride: int) -> dict[st
         }
 
 
+def _as_torchvision_names(block: nn.Module) -> dict[str, torch.Tensor]:
+    """The block's state dict under torchvision's names: ``shortcut.*`` becomes
+    ``downsample.0.*`` (its convolution) and ``downsample.1.*`` (its BN), whatever the
+    student named the two layers inside the shortcut."""
+    state = {k: v for k, v in block.state_dict().items() if not k.startswith("shortcut.")}
+    shortcut = getattr(block, "shortcut", None)
+    if shortcut is not None:
+        layers = [m for m in shortcut.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        if [type(m) for m in layers] == [nn.Conv2d, nn.BatchNorm2d]:
+            for index, layer in enumerate(layers):
+                for name, value in layer.state_dict().items():
+                    state[f"downsample.{index}.{name}"] = value
+        else:
+            state.update(
+                {
+                    k.replace("shortcut.", "downsample."): v
+                    for k, v in block.state_dict().items()
+                    if k.startswith("shortcut.")
+                }
+            )
+    return state
+
+
 def check_basic_block(block_class: type[nn.Module]) -> Report:
     """Check ``block_class(in_channels, out_channels, stride=1)``, ResNet18's basic
     block: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut that is the identity
@@ -220,7 +243,7 @@ def check_basic_block(block_class: type[nn.Module]) -> Report:
                 if problem is not None:
                     return f"{where}: {problem}"
             reference = _torchvision_block(in_channels, out_channels, stride)
-            ours = {k.replace("shortcut.", "downsample."): v for k, v in block.state_dict().items()}
+            ours = _as_torchvision_names(block)
             try:
                 reference.load_state_dict(ours)
             except RuntimeError as error:
