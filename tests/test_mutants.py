@@ -183,6 +183,21 @@ def batches_times_batch_size():
     return train_epoch
 
 
+@mutant("train_epoch", ("running statistics", "forward more than once"))
+def second_forward_for_the_loss_value():
+    def train_epoch(model, loader, loss_fn, optimizer):
+        model.train()
+        total = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            total += loss_fn(model(x), y).item() * len(x)
+        return total / len(loader.dataset)
+
+    return train_epoch
+
+
 @mutant("train_epoch", "last batch")
 def last_batch_loss():
     return _epoch(average="last")
@@ -1061,6 +1076,15 @@ def reentrant():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return layers[k:](checkpoint(layers[:k], x, use_reentrant=True))
+
+    return forward
+
+
+@mutant("two_segments", "use_reentrant")
+def use_reentrant_omitted():
+    def forward(layers, x):
+        k = len(layers) // 2
+        return layers[k:](checkpoint(layers[:k], x))  # torch's default: reentrant
 
     return forward
 

@@ -192,6 +192,12 @@ def check_train_epoch(train_epoch: Callable) -> Report:
         reference, loader = _loop_setup()
         state["want"] = _reference_epoch(reference, loader)
         if not same_weights(model, reference):
+            if _all_close(model.parameters(), reference.parameters()):
+                return (
+                    "the parameters are right but BatchNorm's running statistics are not: "
+                    "the model ran forward more than once per batch (a second forward to "
+                    "get the loss's value?); use loss.item() of the loss you backpropagated"
+                )
             return "the weights after one epoch differ from the reference loop's"
         return None
 
