@@ -416,6 +416,17 @@ def training_uses_running():
     return _bn(train_uses="running")
 
 
+@mutant("batch_norm", ("no graph", "torch.no_grad()"))
+def everything_under_no_grad():
+    right = _bn()
+
+    def batch_norm(*args, **kwargs):
+        with torch.no_grad():
+            return right(*args, **kwargs)
+
+    return batch_norm
+
+
 @correct("batch_norm")
 def hint_idiom():
     return _bn()

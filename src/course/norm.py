@@ -574,6 +574,19 @@ def check_batch_norm(batch_norm) -> Report:
         want, _, _ = run(reference, flat, True)
         return compare(got, want, "a constant channel (variance 0)", atol=1e-4)
 
+    def graph() -> str | None:
+        # (running estimates that join the graph are not refused here: the exercise's
+        # hint writes their update without torch.no_grad())
+        inputs = x.clone().requires_grad_(True)  # as inside a network that trains
+        mean, var = initial_estimates()
+        y = batch_norm(inputs, gamma, beta, mean, var, True, 0.1, 1e-5)
+        if isinstance(y, torch.Tensor) and not y.requires_grad:
+            return (
+                "the output has no graph (no gradient would reach x, gamma, beta): "
+                "compute it outside torch.no_grad(); only the running update goes inside"
+            )
+        return None
+
     def running(training: bool):
         def check() -> str | None:
             torch.manual_seed(2)
@@ -615,5 +628,6 @@ def check_batch_norm(batch_norm) -> Report:
             ("eval mode with a zero running variance", output_in(False, zero_var=True)),
             ("running estimates in training mode", running(True)),
             ("running estimates in eval mode", running(False)),
+            ("an output that keeps the graph", graph),
         ],
     )
