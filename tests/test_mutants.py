@@ -791,6 +791,16 @@ def out_features_attribute_only():
     return _prepare(head="attribute")
 
 
+@mutant("frozen_backbone", ("nn.Linear(512, num_classes)", "(512, 3)"))
+def linear_arguments_swapped():
+    def prepare(model, num_classes):
+        freeze_backbone(model)
+        model.fc = nn.Linear(num_classes, 512)
+        return model
+
+    return prepare
+
+
 @mutant("frozen_backbone", "nn.Linear(512, num_classes)")
 def old_head_kept():
     return _prepare(head="old")
@@ -1308,6 +1318,16 @@ def _iou(*, clamp="wh", plus_one=0.0, union="right", pairwise=True, corners="rig
     return box_iou
 
 
+def _flat_areas_iou(a, b):
+    """The areas added without [:, None]: (N,) + (M,) broadcast as rows (N == M)."""
+    lt, rb = torch.max(a[:, None, :2], b[None, :, :2]), torch.min(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a + area_b - inter)
+
+
 for _name, _fn, _words in (
     ("no_clamp", _iou(clamp=None), "clamp the intersection"),
     ("clamp_the_product", _iou(clamp="product"), ("width and height", "two negatives")),
@@ -1319,6 +1339,7 @@ for _name, _fn, _words in (
     ("enclosing_box", _iou(corners="swapped"), ("max of the top-left", "min of the bottom-right")),
     ("boxes_read_as_xywh", _iou(fmt="xywh"), ("xyxy", "(x, y, w, h)")),
     ("transposed", lambda a, b: _iou()(b, a), ("(M, N)", "rows")),
+    ("areas_without_none", _flat_areas_iou, ("broadcast", "area(a)[:, None]")),
 ):
     MUTANTS["box_iou"].append((_name, _fn, (_words,) if isinstance(_words, str) else _words))
 

@@ -236,6 +236,13 @@ def check_box_iou(box_iou_fn) -> Report:
         for mistake, advice in _IOU_MISTAKES:
             if torch.allclose(got, _wrong_iou(a, b, **mistake), atol=1e-5, equal_nan=True):
                 return advice
+        inter = _wrong_iou(a, b, divide_by="sum") * (box_area(a)[:, None] + box_area(b)[None])
+        flat_areas = inter / (box_area(a)[None, :] + box_area(b)[None, :] - inter)
+        if torch.allclose(got, flat_areas, atol=1e-5):
+            return (
+                "the areas broadcast the wrong way: union = area(a)[:, None] + "
+                "area(b)[None, :] - intersection, an (N, M) matrix"
+            )
         if torch.allclose(got, torchvision.ops.box_iou(_xywh_to_xyxy(a), _xywh_to_xyxy(b))):
             return "the boxes are xyxy corners (x1, y1, x2, y2), not (x, y, w, h)"
         if (got < -1e-6).any() or (got > 1 + 1e-6).any():
