@@ -85,7 +85,7 @@ def _epoch(zero_grad=True, train=True, step=True, total="mean", item=True):
     def train_epoch(model, loader, loss_fn, optimizer):
         if train:
             model.train()
-        losses = []
+        losses, count = [], 0
         for x, y in loader:
             if zero_grad:
                 optimizer.zero_grad()
@@ -93,8 +93,9 @@ def _epoch(zero_grad=True, train=True, step=True, total="mean", item=True):
             loss.backward()
             if step:
                 optimizer.step()
-            losses.append(loss.item() if item else loss)
-        return sum(losses) / len(losses) if total == "mean" else sum(losses)
+            losses.append((loss.item() if item else loss) * len(x))
+            count += len(x)
+        return sum(losses) / count if total == "mean" else sum(losses)
 
     return train_epoch
 
@@ -104,7 +105,7 @@ def test_train_epoch():
     _fails(check_train_epoch(_epoch(zero_grad=False)), "zero_grad")
     _fails(check_train_epoch(_epoch(train=False)), "model.train()")
     _fails(check_train_epoch(_epoch(step=False)), "optimizer.step()")
-    _fails(check_train_epoch(_epoch(total="sum")), "sum of the batch losses")
+    _fails(check_train_epoch(_epoch(total="sum")), "summed loss")
     _fails(check_train_epoch(_epoch(item=False)), "loss.item()")
 
 

@@ -416,7 +416,8 @@ def _attack_setup():
 def check_fgsm(attack) -> Report:
     """Check ``attack(model, x, y, eps) -> x_adv``, the untargeted FGSM:
     ``clamp(x + eps * sign(grad_x loss), 0, 1)`` with the cross-entropy of the true
-    labels, computed with the model in eval mode (and left as it was), against
+    labels, computed with the model in eval mode (and left in the mode it had, training
+    or eval, its parameters' ``.grad`` untouched, ``x`` unchanged), against
     :func:`fgsm`."""
     state: dict = {}
 
@@ -424,12 +425,14 @@ def check_fgsm(attack) -> Report:
         model, x, y = _attack_setup()
         stats = {k: v.clone() for k, v in model.state_dict().items()}
         state["stats"], state["model"] = stats, model
-        got = attack(model, x.clone(), y, 0.1)
+        state["x_given"], state["x"] = x_given, x = x.clone(), x
+        got = attack(model, x_given, y, 0.1)
         state["got"] = got
         want = fgsm(model, x, y, 0.1)
         problem = compare(got, want, "x_adv")
         if problem is None or not isinstance(got, torch.Tensor) or got.shape != x.shape:
             return problem
+        got = got.detach()
         if any(not torch.equal(v, stats[k]) for k, v in model.state_dict().items()):
             return (
                 "the gradient was computed in training mode (BN used the batch's statistics "
@@ -442,6 +445,15 @@ def check_fgsm(attack) -> Report:
         inside = (x > 0.1) & (x < 0.9)
         if torch.allclose(step[inside], -(want - x)[inside], atol=1e-5):
             return "you stepped *down* the loss: an untargeted attack adds eps * sign(grad)"
+        with torch.no_grad(), eval_mode(model):
+            predicted = model(x).argmax(1)
+        if not torch.equal(predicted, y) and torch.allclose(
+            got, fgsm(model, x, predicted, 0.1), atol=1e-6
+        ):
+            return (
+                "you attacked the model's predicted labels: use the true labels y "
+                "(the untargeted attack increases the loss of the true class)"
+            )
         interior = inside & (want != x)
         if not torch.allclose(step[interior].abs(), torch.full_like(step[interior], 0.1)):
             return (
@@ -449,6 +461,24 @@ def check_fgsm(attack) -> Report:
                 "eps * grad.sign(), not by the raw gradient"
             )
         return problem
+
+    def inputs_untouched() -> str | None:
+        if not torch.equal(state["x_given"].detach(), state["x"]):
+            return (
+                "your attack changed x in place (x.add_, x.data, x += ...): work on a "
+                "copy, x.clone(), and return a new tensor"
+            )
+        filled = [
+            n for n, p in state["model"].named_parameters() if p.grad is not None and p.grad.any()
+        ]
+        if filled:
+            return (
+                f"the attack left gradients in the model's parameters' .grad (e.g. "
+                f"{filled[0]}): a training step would add them to its own; take the "
+                "gradient with respect to x only, torch.autograd.grad(loss, x), or call "
+                "model.zero_grad() after backward"
+            )
+        return None
 
     def model_untouched() -> str | None:
         model = state["model"]
@@ -462,6 +492,15 @@ def check_fgsm(attack) -> Report:
             )
         if not model.training:
             return "the model was left in eval mode: restore its mode after the attack"
+        model, x, y = _attack_setup()
+        model.eval()  # a model in eval mode on entry must stay in eval mode
+        attack(model, x, y, 0.1)
+        if model.training:
+            return (
+                "the model was in eval mode and the attack left it in training mode: "
+                "restore the mode it was in (was_training = model.training, then "
+                "model.train(was_training); or course.utils.eval_mode)"
+            )
         return None
 
     def detached() -> str | None:
@@ -473,6 +512,7 @@ def check_fgsm(attack) -> Report:
         "fgsm",
         [
             ("x_adv", output),
+            ("x and the parameters' gradients untouched", inputs_untouched),
             ("the model left as it was", model_untouched),
             ("a detached result", detached),
         ],
@@ -494,8 +534,34 @@ def check_projection(project) -> Report:
         problem = compare(got, want, "the projection")
         if problem is None or not isinstance(got, torch.Tensor) or got.shape != x.shape:
             return problem
+        got = got.detach()
+        delta = x_adv - x
         if torch.allclose(got, x_adv.clamp(-eps, eps).clamp(0, 1), atol=1e-6):
             return "you clamped to [-eps, eps]: the ball is centred on x, [x - eps, x + eps]"
+        if torch.allclose(got, delta.clamp(-eps, eps), atol=1e-6):
+            return (
+                "you returned the perturbation, not the image: return x + delta, clamped to [0, 1]"
+            )
+        if torch.allclose(got, torch.min(torch.max(x, x_adv - eps), x_adv + eps).clamp(0, 1)):
+            return (
+                "the ball is centred on x, the clean image, not on x_adv: the arguments "
+                "are (x_adv, x, eps), in that order"
+            )
+        for bound in (x - eps, x + eps):
+            if torch.allclose(got, bound.clamp(0, 1), atol=1e-6):
+                return (
+                    "every pixel ends on the same bound (x - eps or x + eps): min and max "
+                    "are swapped; torch.min(torch.max(x_adv, x - eps), x + eps)"
+                )
+        per_sample = delta.flatten(1)
+        for norm in (per_sample.norm(dim=1), per_sample.abs().amax(1)):
+            scaled = x + delta * (eps / norm).clamp(max=1).view(-1, 1, 1, 1)
+            if torch.allclose(got, scaled.clamp(0, 1), atol=1e-6):
+                return (
+                    "the whole perturbation was scaled down (an L2 projection, or a "
+                    "division by its largest pixel): the L-infinity projection clamps each "
+                    "pixel separately to [x - eps, x + eps]"
+                )
         if (got < 0).any() or (got > 1).any():
             return "the result leaves [0, 1]: clamp to valid pixels too"
         if ((got - x).abs() > eps + 1e-6).any():

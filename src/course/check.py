@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 #: A check: its name, and a function returning None when it holds, else the problem.
 Check = tuple[str, Callable[[], "str | None"]]
@@ -99,27 +100,38 @@ def compare(got, want: torch.Tensor, what: str, atol: float = 1e-5) -> str | Non
 
 
 def _loop_setup(seed: int = 0):
+    """A small network with BatchNorm and a real DataLoader of 24 samples in batches of
+    10, 10 and 4: the last batch is smaller, so a mean of the batch means is not the
+    mean per sample, and ``len(loader.dataset)`` works as in a notebook."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     x, y = torch.randn(24, 4), torch.randint(0, 3, (24,))
-    loader = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    loader = DataLoader(TensorDataset(x, y), batch_size=10, shuffle=False)
     return model, loader
 
 
-def _reference_epoch(model, loader, *, zero_grad=True, train=True, step=True) -> float:
-    """The loop as chapter 0 writes it; the switches reproduce the usual mistakes."""
+def _reference_epoch(model, loader, *, train=True) -> tuple[float, list[float], list[int]]:
+    """The loop as chapter 0 writes it (``train=False``: the forgotten ``model.train()``).
+    Returns the mean loss per sample, and each batch's mean loss and size."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train(train)
-    total, count = 0.0, 0
+    means, sizes = [], []
     for x, y in loader:
-        if zero_grad:
-            optimizer.zero_grad()
+        optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
-        if step:
-            optimizer.step()
-        total, count = total + loss.item() * len(x), count + len(x)
-    return total / count
+        optimizer.step()
+        means.append(loss.item())
+        sizes.append(len(x))
+    return sum(m * n for m, n in zip(means, sizes, strict=True)) / sum(sizes), means, sizes
+
+
+def _reference_without_zero_grad(model, loader) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    for x, y in loader:
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
 
 
 def _all_close(xs, ys) -> bool:
@@ -131,18 +143,16 @@ def check_train_epoch(train_epoch: Callable) -> Report:
     """Check ``train_epoch(model, loader, loss_fn, optimizer) -> float``: one epoch of
     training (train mode, for each batch: zero the gradients, forward, loss, backward,
     step) returning the mean loss per sample. Compared with chapter 0's loop on a small
-    network with BatchNorm (so that train/eval mode matters), SGD with momentum."""
+    network with BatchNorm (so that train/eval mode matters; the model is in eval mode
+    on entry), SGD with momentum, and a ``DataLoader`` whose last batch is smaller (so
+    that the mean of the batch means is not the mean per sample)."""
 
-    def trained(**mistake) -> tuple[nn.Module, float]:
-        model, loader = _loop_setup()
-        model.eval()  # the student's loop must switch to train mode itself
-        return model, _reference_epoch(model, loader, **mistake)
-
-    def student() -> tuple[nn.Module, object]:
+    def student() -> tuple[nn.Module, object, torch.optim.Optimizer]:
         model, loader = _loop_setup()
         model.eval()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        return model, train_epoch(model, loader, nn.functional.cross_entropy, optimizer)
+        loss = train_epoch(model, loader, nn.functional.cross_entropy, optimizer)
+        return model, loss, optimizer
 
     state: dict = {}
 
@@ -150,33 +160,49 @@ def check_train_epoch(train_epoch: Callable) -> Report:
         return _all_close(a.state_dict().values(), b.state_dict().values())
 
     def weights() -> str | None:
-        state["model"], state["loss"] = model, loss = student()
+        model, state["loss"], optimizer = student()
         initial, _ = _loop_setup()
         if _all_close(model.parameters(), initial.parameters()):
-            if loss is None:
+            if state["loss"] is None:
                 return "your function returned None and trained nothing: write its body"
-            return "the weights did not change: call optimizer.step() after loss.backward()"
-        for mistake, advice in (
-            (
-                {"zero_grad": False},
+            return (
+                "the weights did not change: call optimizer.step() after loss.backward(), "
+                "and optimizer.zero_grad() before loss.backward() (zero_grad between "
+                "backward and step throws the gradients away)"
+            )
+        if not optimizer.state:
+            return (
+                "the optimizer passed in never stepped: use the optimizer passed in "
+                "(its learning rate and momentum), do not create your own"
+            )
+        no_zero_grad, loader = _loop_setup()
+        _reference_without_zero_grad(no_zero_grad, loader)
+        if same_weights(model, no_zero_grad):
+            return (
                 "gradients add up across batches: call "
-                "optimizer.zero_grad() before each loss.backward()",
-            ),
-            (
-                {"train": False},
+                "optimizer.zero_grad() before each loss.backward()"
+            )
+        eval_trained, loader = _loop_setup()
+        _reference_epoch(eval_trained, loader, train=False)
+        if same_weights(model, eval_trained):
+            return (
                 "the model trained in eval mode: call model.train() "
-                "first (BatchNorm then uses the batch's statistics)",
-            ),
-        ):
-            if same_weights(model, trained(**mistake)[0]):
-                return advice
-        reference, state["want"] = trained()
+                "first (BatchNorm then uses the batch's statistics)"
+            )
+        reference, loader = _loop_setup()
+        state["want"] = _reference_epoch(reference, loader)
         if not same_weights(model, reference):
+            if _all_close(model.parameters(), reference.parameters()):
+                return (
+                    "the parameters are right but BatchNorm's running statistics are not: "
+                    "the model ran forward more than once per batch (a second forward to "
+                    "get the loss's value?); use loss.item() of the loss you backpropagated"
+                )
             return "the weights after one epoch differ from the reference loop's"
         return None
 
     def mean_loss() -> str | None:
-        got, want = state["loss"], state["want"]
+        got, (want, means, sizes) = state["loss"], state["want"]
         if got is None:
             return "returns None: return the mean loss of the epoch"
         if isinstance(got, torch.Tensor):
@@ -185,9 +211,36 @@ def check_train_epoch(train_epoch: Callable) -> Report:
             got = got.item()
         if abs(got - want) < 1e-5:
             return None
-        if abs(got - 3 * want) < 1e-4:
-            return "returns the sum of the batch losses: divide by the number of batches"
-        return f"returns {got:.5f}, expected the mean loss {want:.5f}"
+        sample_sum = sum(m * n for m, n in zip(means, sizes, strict=True))
+        for wrong, advice in (
+            (
+                sum(means) / len(means),
+                "returns the mean of the batch means: the last batch is smaller (here "
+                f"{sizes}), so weight each batch by its size (loss.item() * len(x)) "
+                "and divide by the number of samples",
+            ),
+            (sum(means), "returns the sum of the batch losses: divide by the number of samples"),
+            (
+                sample_sum / len(sizes),
+                "divides the summed loss by the number of batches: divide by the number "
+                "of samples, not of batches (len(loader.dataset))",
+            ),
+            (sample_sum, "returns the summed loss: divide by the number of samples"),
+            (
+                sample_sum / (len(sizes) * sizes[0]),
+                "divides by the number of batches times the batch size: the last batch "
+                f"is smaller (here {sizes}); divide by the number of samples, "
+                "len(loader.dataset)",
+            ),
+            (
+                means[-1],
+                "returns the last batch's loss: accumulate loss.item() * len(x) over the "
+                "epoch and divide by the number of samples",
+            ),
+        ):
+            if abs(got - wrong) < 1e-5:
+                return advice
+        return f"returns {got:.5f}, expected the mean loss per sample {want:.5f}"
 
     return run_checks(
         "train_epoch", [("weights after one epoch", weights), ("the returned mean loss", mean_loss)]

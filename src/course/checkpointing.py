@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -359,45 +360,60 @@ def largest_batch(bytes_per_sample: float, budget_bytes: float, fixed_bytes: flo
 def check_two_segments(forward) -> Report:
     """Check ``forward(layers, x) -> y``: ``layers`` (an ``nn.Sequential``) cut at
     ``len(layers) // 2``; the first half run under
-    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` (only its input is
-    kept, it is recomputed during backward), the second half run plainly. The output
-    and every gradient must equal the plain model's; each layer of the first half must
-    run twice per step, each of the second once. The input is an image batch that does
-    not require grad, as in training."""
+    ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` as *one* segment
+    (only its input is kept, it is recomputed during backward), the second half run
+    plainly. The output and every gradient must equal the plain model's; each layer of
+    the first half must run twice per step, each of the second once, and the first half
+    must be recomputed in one piece (not layer by layer). The chain has an odd number
+    of layers (7), so that ``len(layers) // 2`` differs from rounding up; the input is
+    an image batch that does not require grad, as in training."""
     state: dict = {}
 
     def setup():
         torch.manual_seed(0)
-        layers = deep_chain(depth=6, width=8)
+        layers = deep_chain(depth=7, width=8)
         calls = [0] * len(layers)
+        order: list[int] = []
+
+        def count(i: int) -> None:
+            calls[i] += 1
+            order.append(i)
+
         for i, layer in enumerate(layers):
             # a pre-hook: recomputation stops as soon as backward has what it needs
             # (non-reentrant checkpoint's early stop), before a segment's last forward ends
-            layer.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-        return layers, torch.randn(5, 8), calls
+            layer.register_forward_pre_hook(lambda *_, i=i: count(i))
+        return layers, torch.randn(5, 8), calls, order
 
     def output() -> str | None:
-        layers, x, calls = setup()
-        want = layers(x)
+        layers, x, calls, order = setup()
+        with torch.no_grad():
+            want = layers(x)
         calls[:] = [0] * len(calls)
         got = forward(layers, x)
-        state["got"], state["layers"], state["x"], state["calls"] = got, layers, x, calls
-        return compare(got, want, "the output")
+        state.update(got=got, layers=layers, x=x, calls=calls, order=order)
+        problem = compare(got, want, "the output")
+        if problem is not None and isinstance(got, torch.Tensor) and got.shape == want.shape:
+            k = len(layers) // 2
+            with torch.no_grad():
+                if torch.allclose(got, layers[k:](x), atol=1e-6):
+                    return (
+                        "the second half ran on x: feed it the first half's output, "
+                        "layers[k:](checkpoint(layers[:k], x, use_reentrant=False))"
+                    )
+        return problem
 
     def gradients() -> str | None:
         layers, got = state["layers"], state["got"]
         if not got.requires_grad:
             return "the output has no graph: do not run the segments under torch.no_grad()"
+        del state["order"][:]  # from here on: the calls made during backward
         got.square().sum().backward()
-        reference, x, _ = setup()
+        reference, x, _, _ = setup()
         reference(x).square().sum().backward()
         for (name, p), q in zip(layers.named_parameters(), reference.parameters(), strict=True):
             if p.grad is None:
-                return (
-                    f"{name} got no gradient: with use_reentrant=True and an input that "
-                    "does not require grad the checkpointed segment is cut off from "
-                    "backward; pass use_reentrant=False"
-                )
+                return f"{name} got no gradient: {_why_no_gradient(forward)}"
             problem = compare(p.grad, q.grad, f"the gradient of {name}")
             if problem is not None:
                 return problem
@@ -405,6 +421,7 @@ def check_two_segments(forward) -> Report:
 
     def recomputation() -> str | None:
         calls, half = state["calls"], len(state["calls"]) // 2
+        rest = len(calls) - half
         if calls == [1] * len(calls):
             return (
                 "nothing was recomputed: run the first half through "
@@ -415,8 +432,21 @@ def check_two_segments(forward) -> Report:
                 "the second half is recomputed too: run it plainly; its activations "
                 "are the first that backward needs, so checkpointing it saves nothing"
             )
-        if calls != [2] * half + [1] * (len(calls) - half):
+        if calls == [1] * half + [2] * rest:
+            return (
+                "the second half is checkpointed and the first half run plainly: "
+                "checkpoint the first half, layers[:k], and run the second half plainly"
+            )
+        if calls != [2] * half + [1] * rest:
             return f"layer calls per step {calls}: cut at len(layers) // 2 = {half}"
+        recomputed = [i for i in state["order"] if i < half]
+        if recomputed != sorted(recomputed):
+            return (
+                f"the layers of the first half were checkpointed one by one (recomputed "
+                f"in the order {recomputed}, one at a time): each layer's input is then "
+                "kept and nothing is saved; checkpoint the whole half as one segment, "
+                "checkpoint(layers[:k], x, use_reentrant=False)"
+            )
         return None
 
     return run_checks(
@@ -426,4 +456,29 @@ def check_two_segments(forward) -> Report:
             ("every gradient", gradients),
             ("the first half recomputed, the second not", recomputation),
         ],
+    )
+
+
+def _why_no_gradient(forward) -> str:
+    """Why the first half got no gradient: the same forward with an input that requires
+    grad tells use_reentrant=True (gradients then flow) from a cut graph (they do not)."""
+    torch.manual_seed(0)
+    layers = deep_chain(depth=7, width=8)
+    x = torch.randn(5, 8, requires_grad=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            forward(layers, x).square().sum().backward()
+    except RuntimeError:
+        pass
+    if next(layers.parameters()).grad is not None:
+        return (
+            "with use_reentrant=True and an input that does not require grad (an image "
+            "batch) the checkpointed segment is cut off from backward; pass "
+            "use_reentrant=False"
+        )
+    return (
+        "the first half is cut off from the graph (a .detach(), torch.no_grad() or "
+        ".data between the halves, or use_reentrant=True): pass the first half's output "
+        "on as it is, with use_reentrant=False"
     )

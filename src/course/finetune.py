@@ -146,23 +146,52 @@ def train_linear_probe(
 # ---------------------------------------------------------------------------
 
 
+def _pretend_pretrained(model: torch.nn.Module) -> None:
+    """Give every BN layer statistics, scale and shift of its own, as a pretrained
+    network has (a fresh one has mean 0, variance 1, weight 1, bias 0: dropping them
+    would not show)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.1)
+                m.bias.normal_(0, 0.1)
+
+
 def check_frozen_backbone(prepare) -> Report:
     """Check ``prepare(model, num_classes) -> model`` for variant (a): a new, randomly
     initialised ``num_classes`` x 512 head, the only part that trains; the backbone
-    fixed, its BN statistics included (one training step, in training mode, must leave
-    every backbone tensor as it was)."""
+    fixed, its pretrained BN statistics, scale and shift included: in training mode the
+    backbone computes what the pretrained one computes in eval mode, and one training
+    step leaves every backbone tensor as it was."""
+    import copy
+
     state: dict = {}
 
     def head() -> str | None:
         torch.manual_seed(0)
         model = resnet18()
+        _pretend_pretrained(model)
+        model.train()  # as a training loop leaves it
         state["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        backbone = copy.deepcopy(model).eval()
+        backbone.fc = torch.nn.Identity()
+        state["x"] = x = torch.rand(4, 3, 64, 64)
+        with torch.no_grad():
+            state["features"] = backbone(x)  # (4, 512), the pretrained backbone's
         state["model"] = model = prepare(model, 3)
         if model is None:
             return "your function returned None: return the model"
         fc = getattr(model, "fc", None)
-        if not isinstance(fc, torch.nn.Linear) or (fc.out_features, fc.in_features) != (3, 512):
-            return "model.fc must be a new nn.Linear(512, num_classes) (here 3 classes)"
+        weight = getattr(fc, "weight", None)
+        if not isinstance(fc, torch.nn.Linear) or weight is None or weight.shape != (3, 512):
+            shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
+            return (
+                "model.fc must be a new nn.Linear(512, num_classes) (here 3 classes), "
+                f"its weight of shape (3, 512); got {type(fc).__name__} with weight {shape}"
+                + (" (setting out_features does not resize the weight)" if shape else "")
+            )
         if not all(p.requires_grad for p in fc.parameters()):
             return (
                 "the new head is frozen: freeze the backbone first, then create the head "
@@ -174,33 +203,93 @@ def check_frozen_backbone(prepare) -> Report:
         trainable = [n for n, p in state["model"].named_parameters() if p.requires_grad]
         extra = [n for n in trainable if not n.startswith("fc.")]
         if extra:
+            bn = [n for n in extra if ".bn" in f".{n}" or "downsample.1" in n]
+            conv = [n for n in extra if n not in bn]
+            examples = ", ".join(([bn[0]] if bn else []) + ([conv[0]] if conv else []))
             return (
-                f"{len(extra)} backbone parameters still train (e.g. {extra[0]}): "
+                f"{len(extra)} backbone parameters still train ({len(bn)} of BN, "
+                f"{len(conv)} of convolutions; e.g. {examples}): "
                 "p.requires_grad_(False) for every parameter outside fc"
             )
         return None
 
+    def pretrained_kept() -> str | None:
+        before = state["before"]
+        now = state["model"].state_dict()
+        changed = [
+            k
+            for k, v in now.items()
+            if not k.startswith("fc.") and k in before and not torch.equal(v, before[k])
+        ]
+        statistics = [k for k in changed if "running_" in k]
+        if statistics:
+            return (
+                f"the pretrained BN statistics were dropped (e.g. {statistics[0]}): a new "
+                "FrozenBatchNorm2d starts at running_mean 0, running_var 1; copy "
+                "running_mean, running_var, weight and bias from the BN it replaces "
+                "(course.models.transfer.freeze_batchnorm does)"
+            )
+        if any(
+            k.endswith(("weight", "bias")) and ("bn" in k or "downsample.1" in k) for k in changed
+        ):
+            return (
+                "BN's pretrained scale and shift were dropped (weight and bias of the "
+                "replaced BN): copy weight and bias into FrozenBatchNorm2d too"
+            )
+        if changed:
+            return f"preparing the model changed the pretrained backbone: {changed[0]}"
+        return None
+
     def one_step() -> str | None:
-        model = state["model"].train()
+        model = state["model"]
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        left_in_eval = bool(bns) and not any(m.training for m in bns)
+        model.train()
+        want = model.fc(state["features"]).detach()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-        loss = model(torch.rand(4, 3, 64, 64)).logsumexp(1).mean()
-        loss.backward()
+        out = model(state["x"])
+        same_function = torch.allclose(out.detach(), want, atol=1e-4)
+        out.logsumexp(1).mean().backward()
         optimizer.step()
+        before = state["before"]
         changed = [
             k
             for k, v in model.state_dict().items()
-            if not k.startswith("fc.")
-            and k in state["before"]
-            and not torch.equal(v, state["before"][k])
+            if not k.startswith("fc.") and k in before and not torch.equal(v, before[k])
         ]
+        untracked = [m for m in bns if not m.track_running_stats]
+        still = [m for m in bns if m.momentum == 0]
+        if untracked or still:
+            how = (
+                "track_running_stats=False stops the updates"
+                if untracked
+                else "momentum=0 keeps the running statistics"
+            )
+            return (
+                f"{how}, but in training mode BN still normalises with the batch's "
+                "statistics, not the pretrained ones: replace BN by FrozenBatchNorm2d "
+                "(course.models.transfer.freeze_batchnorm)"
+            )
         if any("running_" in k or "num_batches" in k for k in changed):
             return (
                 "a training step changed BN's running statistics: in training mode BN "
-                "still updates them; replace BN by FrozenBatchNorm2d "
-                "(course.models.transfer.freeze_batchnorm)"
+                "still updates them (and normalises with the batch's statistics); replace "
+                "BN by FrozenBatchNorm2d (course.models.transfer.freeze_batchnorm)"
+                + (
+                    "; putting BN in eval mode does not last: model.train(), called by "
+                    "every training epoch, puts it back in training mode"
+                    if left_in_eval
+                    else ""
+                )
             )
         if changed:
             return f"a training step changed the backbone: {changed[0]}"
+        if not same_function:
+            return (
+                "in training mode the backbone computes something else than the "
+                "pretrained one in eval mode: BN must normalise with the pretrained "
+                "statistics (FrozenBatchNorm2d), not the batch's"
+            )
         return None
 
     return run_checks(
@@ -208,6 +297,7 @@ def check_frozen_backbone(prepare) -> Report:
         [
             ("a new trainable head", head),
             ("no trainable backbone parameter", backbone_parameters),
+            ("the pretrained backbone kept", pretrained_kept),
             ("one training step leaves the backbone as it was", one_step),
         ],
     )

@@ -443,22 +443,48 @@ def draw_statistics_cube(ax, layer: str, num_groups: int = 2, n: int = 4, c: int
 # ---------------------------------------------------------------------------
 
 
+def _normalise(x, mean, var, eps: float, eps_inside: bool = True) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps), or the mistake (x - mean) / (sqrt(var) + eps)."""
+    if eps_inside:
+        return (x - mean) / (var + eps).sqrt()
+    return (x - mean) / (var.sqrt() + eps)
+
+
+#: The axes a student may reduce over instead of (0, 2, 3), for x of shape (N, C, H, W).
+_WRONG_AXES = ((1, 2, 3), (0,), (0, 1, 2, 3), (2, 3), (0, 2), (0, 3))
+
+_EPS_INSIDE = (
+    "eps goes inside the square root: (x - mean) / sqrt(var + eps), "
+    "not (x - mean) / (sqrt(var) + eps)"
+)
+
+
 def check_batch_norm(batch_norm) -> Report:
     """Check ``batch_norm(x, gamma, beta, running_mean, running_var, training,
-    momentum=0.1, eps=1e-5) -> y`` for x of shape (N, C, H, W), against
-    torch's own ``nn.BatchNorm2d`` (the reference: ``BatchNorm2d`` above uses no torch
-    normalisation function): the output in both modes, and the running
-    estimates, updated in place in training mode only (mean, and *unbiased* variance,
-    with ``new = (1 - momentum) * old + momentum * batch``)."""
+    momentum=0.1, eps=1e-5) -> y`` for x of shape (N, C, H, W), against torch's own
+    ``nn.BatchNorm2d`` (the reference: ``BatchNorm2d`` above uses no torch
+    normalisation function): the output in both
+    modes, and the running estimates, updated in place in training mode only (mean,
+    and *unbiased* variance, with ``new = (1 - momentum) * old + momentum * batch``).
+    The inputs make the small mistakes show: a near-constant channel and a constant
+    one (where eps matters), a zero running variance in eval mode."""
     torch.manual_seed(0)
     x = 3 + 2 * torch.randn(8, 4, 5, 5)
+    x[:, 2] = 0.5 + 1e-3 * torch.randn(8, 5, 5)  # variance 1e-6, below eps: eps's place shows
     gamma, beta = 1 + torch.rand(4), torch.randn(4)
+    shape = (1, -1, 1, 1)
 
     def affine(z: torch.Tensor) -> torch.Tensor:  # y = z * gamma + beta, per channel
-        return z * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+        return z * gamma.view(shape) + beta.view(shape)
 
-    def run(fn, x, training):
+    def initial_estimates(zero_var: bool = False):
         mean, var = torch.randn(4), 1 + torch.rand(4)
+        if zero_var:
+            var[1] = 0.0  # a channel that was constant on every batch seen
+        return mean, var
+
+    def run(fn, x, training, zero_var=False):
+        mean, var = initial_estimates(zero_var)
         stats = [mean.clone(), var.clone()]
         y = fn(x, gamma, beta, stats[0], stats[1], training, 0.1, 1e-5)
         return y, stats, (mean, var)
@@ -475,40 +501,70 @@ def check_batch_norm(batch_norm) -> Report:
             var.copy_(layer.running_var)
         return y
 
-    def output_in(training: bool):
+    def close(got: torch.Tensor, z: torch.Tensor) -> bool:
+        return torch.allclose(got, affine(z), atol=1e-4, rtol=1e-4)
+
+    def output_in(training: bool, zero_var: bool = False):
         def check() -> str | None:
             torch.manual_seed(1)
-            got, (mean, var), (mean0, var0) = run(batch_norm, x, training)
+            got, (mean, var), (mean0, var0) = run(batch_norm, x, training, zero_var)
             torch.manual_seed(1)
-            want, _, _ = run(reference, x, training)
-            problem = compare(got, want, f"the output in {'training' if training else 'eval'} mode")
+            want, _, _ = run(reference, x, training, zero_var)
+            mode = "training" if training else "eval"
+            what = f"the output in {mode} mode" + (" (a zero running variance)" if zero_var else "")
+            problem = compare(got, want, what, atol=1e-4)  # float32 sums over 200 values
             if problem is not None and not training:
                 if not (torch.equal(mean, mean0) and torch.equal(var, var0)):
                     return "eval mode changed the running estimates: update them only in training"
             if problem is None or got is None or got.shape != want.shape:
                 return problem
+            if not torch.isfinite(got).all():
+                return problem
+            got = got.detach()
             batch_mean = x.mean((0, 2, 3), keepdim=True)
+            biased = x.var((0, 2, 3), unbiased=False, keepdim=True)
             if training:
-                unbiased = (x - batch_mean) / (x.var((0, 2, 3), keepdim=True) + 1e-5).sqrt()
-                if torch.allclose(got, affine(unbiased), atol=1e-4):
+                if close(got, _normalise(x, batch_mean, biased, 1e-5, eps_inside=False)):
+                    return _EPS_INSIDE
+                if close(got, _normalise(x, batch_mean, biased, 0.0)):
+                    return (
+                        "eps is missing: (x - mean) / sqrt(var + eps); without it a "
+                        "(near-)constant channel divides by (almost) zero: inf or NaN"
+                    )
+                unbiased = x.var((0, 2, 3), keepdim=True)
+                if close(got, _normalise(x, batch_mean, unbiased, 1e-5)):
                     return (
                         "normalise with the biased variance (divide by n, "
                         "unbiased=False); only the running estimate uses the unbiased one"
                     )
-                per_sample = (x - x.mean((1, 2, 3), keepdim=True)) / (
-                    x.var((1, 2, 3), unbiased=False, keepdim=True) + 1e-5
-                ).sqrt()
-                if torch.allclose(got, affine(per_sample), atol=1e-4):
-                    return (
-                        "statistics over the wrong axes: one mean and variance per "
-                        "channel, over (N, H, W), i.e. dims (0, 2, 3)"
+                for axes in _WRONG_AXES:
+                    wrong = _normalise(
+                        x,
+                        x.mean(axes, keepdim=True),
+                        x.var(axes, unbiased=False, keepdim=True),
+                        1e-5,
                     )
-                plain = (x - batch_mean) / (
-                    x.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5
-                ).sqrt()
+                    if close(got, wrong):
+                        return (
+                            f"statistics over the wrong axes {axes}: one mean and variance "
+                            "per channel, over (N, H, W), i.e. dims (0, 2, 3)"
+                        )
+                plain = _normalise(x, batch_mean, biased, 1e-5)
                 if torch.allclose(got, plain, atol=1e-4):
                     return "gamma and beta are not applied: y = x_hat * gamma + beta (per channel)"
+                updated_mean = 0.9 * mean0 + 0.1 * x.mean((0, 2, 3))
+                updated_var = 0.9 * var0 + 0.1 * x.var((0, 2, 3))
+                for m, v in ((mean0, var0), (updated_mean, updated_var)):
+                    if close(got, _normalise(x, m.view(shape), v.view(shape), 1e-5)):
+                        return (
+                            "training mode normalised with the running estimates: in "
+                            "training, normalise with the batch's statistics (and update "
+                            "the running ones beside)"
+                        )
             else:
+                running = _normalise(x, mean0.view(shape), var0.view(shape), 1e-5, False)
+                if close(got, running):
+                    return _EPS_INSIDE + " (in eval mode, with running_var)"
                 batch = reference(x, gamma, beta, torch.zeros(4), torch.ones(4), True, 0.1, 1e-5)
                 if torch.allclose(got, batch, atol=1e-4):
                     return (
@@ -524,7 +580,20 @@ def check_batch_norm(batch_norm) -> Report:
         flat[:, 1] = 0.5  # variance 0: only eps keeps the division finite
         got, _, _ = run(batch_norm, flat, True)
         want, _, _ = run(reference, flat, True)
-        return compare(got, want, "a constant channel (variance 0)")
+        return compare(got, want, "a constant channel (variance 0)", atol=1e-4)
+
+    def graph() -> str | None:
+        # (running estimates that join the graph are not refused here: the exercise's
+        # hint writes their update without torch.no_grad())
+        inputs = x.clone().requires_grad_(True)  # as inside a network that trains
+        mean, var = initial_estimates()
+        y = batch_norm(inputs, gamma, beta, mean, var, True, 0.1, 1e-5)
+        if isinstance(y, torch.Tensor) and not y.requires_grad:
+            return (
+                "the output has no graph (no gradient would reach x, gamma, beta): "
+                "compute it outside torch.no_grad(); only the running update goes inside"
+            )
+        return None
 
     def running(training: bool):
         def check() -> str | None:
@@ -539,7 +608,8 @@ def check_batch_norm(batch_norm) -> Report:
             if torch.equal(mean, mean0):
                 return (
                     "running_mean was not updated in place: "
-                    "running_mean.mul_(1 - momentum).add_(momentum * batch_mean)"
+                    "running_mean.mul_(1 - momentum).add_(momentum * batch_mean) "
+                    "(running_mean = ... only rebinds the name inside your function)"
                 )
             batch_mean = x.mean((0, 2, 3))
             if torch.allclose(mean, 0.9 * batch_mean + 0.1 * mean0, atol=1e-5):
@@ -563,7 +633,9 @@ def check_batch_norm(batch_norm) -> Report:
             ("output in training mode", output_in(True)),
             ("output in eval mode", output_in(False)),
             ("a constant channel", constant_channel),
+            ("eval mode with a zero running variance", output_in(False, zero_var=True)),
             ("running estimates in training mode", running(True)),
             ("running estimates in eval mode", running(False)),
+            ("an output that keeps the graph", graph),
         ],
     )

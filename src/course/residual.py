@@ -163,13 +163,93 @@ def _torchvision_block(in_channels: int, out_channels: int, stride: int) -> nn.M
     return BasicBlock(in_channels, out_channels, stride, downsample)
 
 
+def _shortcut_problem(shortcut: nn.Module, stride: int) -> str | None:
+    """What is wrong with a projection shortcut's layers (None when it is a 1x1
+    convolution with the stride, without bias, followed by BatchNorm2d)."""
+    convs = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 1:
+        return None  # the shapes' comparison below says what differs
+    conv = convs[0]
+    if conv.kernel_size != (1, 1):
+        return (
+            f"the projection shortcut's convolution is {conv.kernel_size[0]}x"
+            f"{conv.kernel_size[1]}: it is 1x1 (nn.Conv2d(in, out, 1, stride, bias=False))"
+        )
+    if conv.stride != (stride, stride):
+        return (
+            f"the shortcut's 1x1 convolution has stride {conv.stride[0]}: it takes the "
+            f"block's stride ({stride}) too, so that both branches have the same size"
+        )
+    if not any(isinstance(m, nn.BatchNorm2d) for m in shortcut.modules()):
+        return (
+            "the projection shortcut is a 1x1 convolution followed by nn.BatchNorm2d(out): "
+            "its BatchNorm2d is missing"
+        )
+    return None
+
+
+def _wrong_blocks(reference: nn.Module, x: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
+    """The outputs of the usual wrong blocks, with ``reference``'s weights, in training
+    mode (on a copy: the reference's BN statistics stay as they are)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    r = copy.deepcopy(reference).train()
+    skip = r.downsample(x) if r.downsample is not None else x
+
+    def conv(layer: nn.Conv2d, z: torch.Tensor, s: int) -> torch.Tensor:
+        return F.conv2d(z, layer.weight, None, s, 1)
+
+    with torch.no_grad():
+        f = r.bn2(r.conv2(r.bn1(r.conv1(x)).relu()))
+        moved = r.bn2(conv(r.conv2, r.bn1(conv(r.conv1, x, 1)).relu(), stride))
+        return {
+            "the shortcut is not added: out = relu(f(x) + shortcut(x))": f.relu(),
+            "ReLU is applied twice, before and after the addition: apply it only after "
+            "the addition": (f.relu() + skip).relu(),
+            "the ReLU between bn1 and conv2 is missing: conv1 -> bn1 -> ReLU -> conv2 -> bn2": (
+                r.bn2(r.conv2(r.bn1(r.conv1(x)))) + skip
+            ).relu(),
+            "the ReLU comes before bn1: conv1 -> bn1 -> ReLU (ReLU after bn1), not "
+            "conv1 -> ReLU -> bn1": (r.bn2(r.conv2(r.bn1(r.conv1(x).relu()))) + skip).relu(),
+            "the stride belongs to the first convolution (conv1), not to conv2": (
+                moved + skip
+            ).relu(),
+        }
+
+
+def _as_torchvision_names(block: nn.Module) -> dict[str, torch.Tensor]:
+    """The block's state dict under torchvision's names: ``shortcut.*`` becomes
+    ``downsample.0.*`` (its convolution) and ``downsample.1.*`` (its BN), whatever the
+    student named the two layers inside the shortcut."""
+    state = {k: v for k, v in block.state_dict().items() if not k.startswith("shortcut.")}
+    shortcut = getattr(block, "shortcut", None)
+    if shortcut is not None:
+        layers = [m for m in shortcut.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+        if [type(m) for m in layers] == [nn.Conv2d, nn.BatchNorm2d]:
+            for index, layer in enumerate(layers):
+                for name, value in layer.state_dict().items():
+                    state[f"downsample.{index}.{name}"] = value
+        else:
+            state.update(
+                {
+                    k.replace("shortcut.", "downsample."): v
+                    for k, v in block.state_dict().items()
+                    if k.startswith("shortcut.")
+                }
+            )
+    return state
+
+
 def check_basic_block(block_class: type[nn.Module]) -> Report:
     """Check ``block_class(in_channels, out_channels, stride=1)``, ResNet18's basic
     block: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut that is the identity
     when the shapes match and a 1x1 convolution with the stride followed by BN when
     they do not, then ReLU *after* the addition. Its parameters are loaded into
     torchvision's ``BasicBlock`` and the two are compared, in training and eval mode,
-    for the three cases of ResNet18: (64, 64, 1), (64, 128, 2), (128, 128, 1)."""
+    for the three cases of ResNet18, (64, 64, 1), (64, 128, 2), (128, 128, 1), and the
+    two where only one of channels and stride changes, (64, 128, 1) and (64, 64, 2)."""
 
     def case(in_channels: int, out_channels: int, stride: int):
         def check() -> str | None:
@@ -178,50 +258,66 @@ def check_basic_block(block_class: type[nn.Module]) -> Report:
             if block is None or not isinstance(block, nn.Module):
                 return "the class must build an nn.Module (write __init__ and forward)"
             missing = [n for n in BLOCK_NAMES[:4] if not hasattr(block, n)]
+            if len(missing) == 4:
+                return (
+                    "not written yet: build the layers conv1, bn1, conv2, bn2 and shortcut "
+                    "in __init__, then write forward"
+                )
             if missing:
                 return f"name the layers {', '.join(BLOCK_NAMES)}; missing: {missing}"
             convs = [block.conv1, block.conv2]
             if any(getattr(c, "bias", None) is not None for c in convs):
                 return "a convolution followed by BN needs no bias: bias=False"
-            projects = stride != 1 or in_channels != out_channels
+            where = f"({in_channels} -> {out_channels} channels, stride {stride})"
+            changed = [
+                what
+                for what, changes in (
+                    ("the channels", in_channels != out_channels),
+                    ("the stride", stride != 1),
+                )
+                if changes
+            ]
+            projects = bool(changed)
             shortcut = getattr(block, "shortcut", None)
             params = sum(p.numel() for p in shortcut.parameters()) if shortcut else 0
             if projects and params == 0:
                 return (
-                    f"({in_channels} -> {out_channels}, stride {stride}): the shapes change, "
-                    "so the shortcut must project: nn.Sequential(nn.Conv2d(in, out, 1, "
-                    "stride, bias=False), nn.BatchNorm2d(out))"
+                    f"{where}: {' and '.join(changed)} change, so the shortcut must "
+                    "project: nn.Sequential(nn.Conv2d(in, out, 1, stride, bias=False), "
+                    "nn.BatchNorm2d(out)), whenever stride != 1 or the channels change"
                 )
             if not projects and params:
-                return "when the shapes match the shortcut is the identity (no parameters)"
+                return (
+                    f"{where}: when the shapes match the shortcut is the identity (no parameters)"
+                )
+            if projects:
+                problem = _shortcut_problem(shortcut, stride)
+                if problem is not None:
+                    return f"{where}: {problem}"
             reference = _torchvision_block(in_channels, out_channels, stride)
-            ours = {k.replace("shortcut.", "downsample."): v for k, v in block.state_dict().items()}
+            ours = _as_torchvision_names(block)
             try:
                 reference.load_state_dict(ours)
             except RuntimeError as error:
                 first = str(error).splitlines()[1] if "\n" in str(error) else str(error)
-                return f"the layers' shapes differ from ResNet18's block: {first.strip()}"
+                first = first.strip().replace("downsample.", "shortcut.")
+                return f"{where}: the layers' shapes differ from ResNet18's block: {first}"
             x = torch.randn(2, in_channels, 16, 16)
             for training in (True, False):
                 block.train(training)
                 reference.train(training)
                 mode = "training" if training else "eval"
+                wrong = _wrong_blocks(reference, x, stride) if training else {}
                 got, want = block(x), reference(x)
-                if isinstance(got, torch.Tensor) and got.shape == want.shape and (got < 0).any():
+                shapes_match = isinstance(got, torch.Tensor) and got.shape == want.shape
+                if shapes_match and (got < 0).any():
                     return "the output has negative values: apply the last ReLU after the addition"
-                problem = compare(
-                    got,
-                    want,
-                    f"the output ({in_channels} -> {out_channels}, stride {stride}, {mode} mode)",
-                    atol=1e-4,
-                )
+                problem = compare(got, want, f"the output {where}, {mode} mode", atol=1e-4)
                 if problem is not None:
-                    if isinstance(got, torch.Tensor) and got.shape == want.shape:
-                        no_skip = reference.bn2(
-                            reference.conv2(reference.relu(reference.bn1(reference.conv1(x))))
-                        ).relu()
-                        if torch.allclose(got, no_skip, atol=1e-4):
-                            return "the shortcut is not added: out = relu(f(x) + shortcut(x))"
+                    if shapes_match:
+                        for mistake, output in wrong.items():
+                            if torch.allclose(got, output, atol=1e-4):
+                                return f"{where}: {mistake}"
                     return problem
             return None
 
@@ -233,5 +329,7 @@ def check_basic_block(block_class: type[nn.Module]) -> Report:
             ("identity shortcut (64 -> 64)", case(64, 64, 1)),
             ("projection (64 -> 128, stride 2)", case(64, 128, 2)),
             ("identity shortcut (128 -> 128)", case(128, 128, 1)),
+            ("projection for the channels only (64 -> 128, stride 1)", case(64, 128, 1)),
+            ("projection for the stride only (64 -> 64, stride 2)", case(64, 64, 2)),
         ],
     )

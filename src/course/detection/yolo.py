@@ -23,6 +23,7 @@ Used in chapter 7.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -304,24 +305,53 @@ def check_yolo_encoding(encode) -> Report:
         got = encode(boxes.clone(), labels.clone(), 3, 7, image_size)
         return got, encode_yolo_targets(boxes, labels, 3, 7, image_size)
 
+    def occupancy(
+        size: tuple[int, int] = image_size, to_cell=math.floor, corner: bool = False
+    ) -> torch.Tensor:
+        """The cells a student's rule puts the objects in, (7, 7) bool."""
+        height, width = size
+        cells = torch.zeros(7, 7, dtype=torch.bool)
+        for x1, y1, x2, y2 in boxes.tolist():
+            cx, cy = (x1, y1) if corner else ((x1 + x2) / 2, (y1 + y2) / 2)
+            row = min(to_cell(cy / height * 7), 6)
+            col = min(to_cell(cx / width * 7), 6)
+            cells[row, col] = True
+        return cells
+
     def cells() -> str | None:
         got, want = run(boxes, labels)
         if got is None or not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return compare(got, want, "the target")
+        got = got.detach()
         occupied, expected = got[..., 4] == 1, want[..., 4] == 1
         if torch.equal(occupied, expected):
             return None
+        filled = (got != 0).any(-1)
+        objectness_set = bool((got[..., 4][filled] == 1).all())
+        if not objectness_set and (
+            torch.equal(filled, expected) or torch.equal(filled, expected.T)
+        ):
+            where = "channel 0" if (got[..., 0][expected] == 1).all() else "nowhere"
+            return (
+                "the objectness (channel 4) must be 1 in the cell of each object, after "
+                f"x, y, w, h (x, y, w, h, objectness, classes); yours is at {where}"
+            )
         if torch.equal(occupied, expected.T):
             return (
                 "rows and columns are swapped: the target is indexed [row, col] = [y cell, x cell]"
             )
-        rounded = torch.zeros(7, 7, dtype=torch.bool)
-        for x1, y1, x2, y2 in boxes.tolist():
-            row = min(round((y1 + y2) / 2 / image_size[0] * 7), 6)
-            col = min(round((x1 + x2) / 2 / image_size[1] * 7), 6)
-            rounded[row, col] = True
-        if torch.equal(occupied, rounded):
+        if torch.equal(occupied, occupancy(to_cell=round)):
             return "a grid cell off by one: the cell index is floor(cx * S), not round(cx * S)"
+        if torch.equal(occupied, occupancy(size=image_size[::-1])):
+            return (
+                "objects in the wrong cells: image_size is (height, width); you read it "
+                "as (width, height)"
+            )
+        if torch.equal(occupied, occupancy(corner=True)):
+            return (
+                "objects in the wrong cells: the cell is the one of the box's centre, "
+                "((x1 + x2) / 2, (y1 + y2) / 2), not of its top-left corner"
+            )
         return (
             "objects in the wrong cells: the cell is (floor(cy * S), floor(cx * S)), "
             "with cx = centre x / width and cy = centre y / height"
@@ -329,7 +359,19 @@ def check_yolo_encoding(encode) -> Report:
 
     def values() -> str | None:
         got, want = run(boxes, labels)
+        got = got.detach()
         cell = want[..., 4] == 1
+        classes, want_classes = got[cell][:, 5:], want[cell][:, 5:]
+        if not torch.equal(classes, want_classes):
+            if not classes.any():
+                return (
+                    "the one-hot class goes to channel 5 + label (after x, y, w, h and "
+                    "the objectness), not to channel label"
+                )
+            one_hot = ((classes == 0) | (classes == 1)).all() and (classes.sum(1) == 1).all()
+            if not one_hot:
+                return "the class is one-hot: channel 5 + label is 1, the other classes 0"
+            return "the wrong class is set: channel 5 + label, for the object's own label"
         offsets = got[cell][:, :2]
         rows_cols = cell.nonzero().flip(1).float()  # (col, row) of each object, row-major
         in_image = (rows_cols + want[cell][:, :2]) / 7
@@ -345,9 +387,17 @@ def check_yolo_encoding(encode) -> Report:
         problem = compare(got[cell][:, :2], want[cell][:, :2], "x, y (offsets in the cell)")
         if problem is not None:
             return problem
-        if torch.allclose(got[cell][:, 2:4], want[cell][:, 2:4] * 7, atol=1e-5):
+        wh, want_wh = got[cell][:, 2:4], want[cell][:, 2:4]
+        if torch.allclose(wh, want_wh * 7, atol=1e-5):
             return "w, h are fractions of the image (w / width), not of a cell"
-        if torch.allclose(got[cell][:, 2:4], want[cell][:, 2:4].flip(1), atol=1e-5):
+        if torch.allclose(wh, want_wh.sqrt(), atol=1e-5):
+            return (
+                "store w, h themselves (fractions of the image), not their square root: "
+                "the loss takes the square root"
+            )
+        if torch.allclose(wh, want_wh * torch.tensor([image_size[1], image_size[0]]), atol=1e-3):
+            return "w, h are in pixels: divide by the image's width and height"
+        if torch.allclose(wh, want_wh.flip(1), atol=1e-5):
             return "w and h are swapped: image_size is (height, width)"
         return compare(got, want, "the whole target (x, y, w, h, objectness, one-hot class)")
 

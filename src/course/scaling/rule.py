@@ -166,6 +166,13 @@ def check_scaling_rule(scaled_lr: Callable, warmup: Callable) -> Report:
                 return "the ratio is inverted: a k times larger batch gets a k times larger lr"
             if math.isclose(got, base_lr * (batch // base), rel_tol=1e-9):
                 return "integer division (//) rounds k down: use batch_size / base_batch_size"
+            if math.isclose(got, batch / base, rel_tol=1e-9):
+                return "returns k = batch_size / base_batch_size alone: multiply base_lr by k"
+            if base != 256 and math.isclose(got, base_lr * batch / 256, rel_tol=1e-9):
+                return (
+                    f"scaled_lr({base_lr}, {batch}, {base}) used 256: the base batch size "
+                    "is hard-coded; divide by the base_batch_size argument"
+                )
             return f"scaled_lr({base_lr}, {batch}, {base}) = {got}, expected {want}"
         return None
 
@@ -181,6 +188,21 @@ def check_scaling_rule(scaled_lr: Callable, warmup: Callable) -> Report:
             return (
                 "off by one step: the factor is 0 at step 0 and reaches 1 at step "
                 "warmup_steps (factor = step / warmup_steps)"
+            )
+        if all(math.isclose(g, max(1.0, t / steps)) for t, g in enumerate(got)):
+            return (
+                "the factor is 1 during the warmup and grows past 1 after it: "
+                "min(1.0, step / warmup_steps), not max"
+            )
+        if all(math.isclose(g, min(1.0, t / (steps - 1))) for t, g in enumerate(got)):
+            return (
+                "the factor reaches 1 one step early, at step warmup_steps - 1: divide by "
+                "warmup_steps, not warmup_steps - 1"
+            )
+        if all(math.isclose(g, min(1, t // steps)) for t, g in enumerate(got)):
+            return (
+                "integer division (//): step // warmup_steps is 0 during the whole "
+                "warmup; use step / warmup_steps"
             )
         if any(g > 1 + 1e-9 for g in got):
             return "the factor goes above 1 after the warmup: it stays at 1 (min(1, ...))"
