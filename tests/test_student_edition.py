@@ -25,6 +25,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 import solutions  # noqa: E402
+import stamp  # noqa: E402
 import student  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -140,6 +141,8 @@ def test_the_edition_is_a_book_whose_links_open_the_student_copy(tmp_path):
     }  # the Colab button: colab_url/github/a-teacher/dl-course/blob/spring/notebooks/...
     assert config["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert config["sphinx"]["config"]["course_solutions"] == "removed"
+    assert "stamp" not in config["sphinx"]["local_extensions"]  # the stamps, as written:
+    runs = stamp.load_runs()  # from the chapters' runs, solutions included
     assert "student edition" in config["title"]
     assert (tmp_path / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
     setup = (tmp_path / "book" / "setup.md").read_text()
@@ -147,7 +150,8 @@ def test_the_edition_is_a_book_whose_links_open_the_student_copy(tmp_path):
     assert "/blob/main/notebooks/" not in setup
     for path in NOTEBOOKS:
         copy = tmp_path / "notebooks" / path.name
-        assert copy.read_text() == student.dumps(student.strip_solutions(_load(path)))
+        stamped = stamp.stamped_notebook(_load(path), runs.get(path.stem, {}))
+        assert copy.read_text() == student.dumps(student.strip_solutions(stamped))
     # the second run replaces the first, and the repository's own folder is refused
     assert student.write_edition(tmp_path) == removed
     assert yaml.safe_load((tmp_path / "_config.yml").read_text())["repository"]["branch"] == (

@@ -59,7 +59,7 @@ def _strip_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
     reads (and executes) it."""
     if app.config.course_solutions != "removed":
         return
-    if not app.env.doc2path(docname).endswith(".ipynb"):
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
         return
     notebook = json.loads(source[0])
     source[0] = json.dumps(student.strip_solutions(notebook, docname, note=False))
