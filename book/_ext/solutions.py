@@ -62,7 +62,7 @@ def _strip_notebook(app: Sphinx, docname: str, source: list[str]) -> None:
     if not str(app.env.doc2path(docname)).endswith(".ipynb"):
         return
     notebook = json.loads(source[0])
-    source[0] = json.dumps(student.strip_solutions(notebook, docname, note=False))
+    source[0] = json.dumps(student.strip_solutions(notebook, docname))
 
 
 def _is_solution(node: nodes.Node) -> bool:

@@ -45,10 +45,11 @@ SOLUTION_TAG = "solution"
 NOTE_TAG = "student-edition"
 SKELETON = "...  # your code here"
 NOTE = (
-    "**Student edition.** The worked solutions are left out of this copy of the chapter "
-    '(your instructor publishes them). Each "Write it yourself" cell runs as it stands: '
-    "its checker answers with what is still missing or wrong, and the notebook goes on "
-    "past it. Write the body, rerun the cell, until the checker says every check passed."
+    "**Student edition.** This edition of the chapter leaves the worked solutions out "
+    "(your instructor publishes them), whatever the text above says of them. Each "
+    '"Write it yourself" cell runs as it stands: its checker answers with what is still '
+    "missing or wrong, and the notebook goes on past it. Write the body, rerun the cell, "
+    "until the checker says every check passed."
 )
 #: What the student copy holds besides its notebooks (paths relative to the repository).
 BOOK_FILES = ("_toc.yml", "book")
