@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -174,6 +175,36 @@ def test_the_site_reads_one_setting_for_its_solutions(monkeypatch):
     monkeypatch.setenv(solutions.ENV, "hidden")
     with pytest.raises(ValueError, match="choose one of shown, folded, removed"):
         solutions.mode("folded")
+
+
+def _site(setting: str, document=None):
+    """What the extension's handlers read: ``config.course_solutions``, ``env.doc2path``
+    and, for the transform, ``document``."""
+    return SimpleNamespace(
+        config=SimpleNamespace(course_solutions=setting),
+        env=SimpleNamespace(doc2path=lambda docname: f"/book/{docname}.ipynb"),
+        document=document,
+    )
+
+
+@pytest.mark.parametrize("setting", solutions.MODES)
+def test_each_setting_shows_folds_or_removes_the_solutions_on_the_site(setting):
+    from docutils import nodes
+    from sphinx_exercise.nodes import solution_node
+
+    notebook = {"cells": TOY, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    source = [json.dumps(notebook)]
+    solutions._strip_notebook(_site(setting), "notebooks/09_toy", source)
+    ids = [c["id"] for c in json.loads(source[0])["cells"]]
+    assert ("s1-code" in ids) == (setting != "removed")  # removed: not even executed
+    document = nodes.section()
+    document += solution_node(classes=["solution", "dropdown"])
+    document += nodes.paragraph(text="the exercise")
+    solutions.SolutionDisplay.apply(_site(setting, document))
+    found = [n for n in document.children if isinstance(n, solution_node)]
+    expected = {"folded": [["solution", "dropdown"]], "shown": [["solution"]], "removed": []}
+    assert [n["classes"] for n in found] == expected[setting]
+    assert isinstance(document.children[-1], nodes.paragraph)
 
 
 # ---------------------------------------------------------------------------
