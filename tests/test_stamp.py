@@ -126,8 +126,13 @@ def test_a_chapter_changed_after_its_run_says_so_by_itself(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     runs = {"runs": {"09_topic": {"cpu": _run(sha)}}}
     (tmp_path / stamp.RUNS).write_text(json.dumps(runs))
-    assert stamp.write(tmp_path) == ["notebooks/09_topic.ipynb", "book/intro.md"]
+    results = tmp_path / stamp.RESULTS
+    results.write_text("# Results\n\n<!-- stamp: runs-table -->\n<!-- /stamp: runs-table -->\n")
+    written = ["notebooks/09_topic.ipynb", "book/intro.md", "benchmarks/RESULTS.md"]
+    assert stamp.write(tmp_path) == written
     assert stamp.out_of_date(tmp_path) == []
+    row = "| 09 | cpu | 42 s | 3.0 GB | 2-core CPU | 2 | 2026-12-07 | `abc1234` | 2.11.0 | 3.13.1 |"
+    assert f"{row} unchanged |\n<!-- /stamp" in results.read_text()
     header = _header(path)
     assert (
         "**Run time** (its last recorded runs, from `benchmarks/runs.json`, written by "
@@ -146,8 +151,9 @@ def test_a_chapter_changed_after_its_run_says_so_by_itself(tmp_path):
     # a code cell changes: the header and the home page say so, once regenerated
     notebook["cells"][2]["source"] = "x = 2"
     path.write_text(stamp._dumps(notebook))
-    assert stamp.out_of_date(tmp_path) == ["notebooks/09_topic.ipynb", "book/intro.md"]
+    assert stamp.out_of_date(tmp_path) == written
     stamp.write(tmp_path)
+    assert f"{row} changed |" in results.read_text()
     assert "**42 s**" in _header(path)
     assert "**before the chapter's code last changed** (not run since)" in _header(path)
     home = (tmp_path / "book" / "intro.md").read_text()

@@ -28,7 +28,9 @@ From it this script generates, and ``tests/test_stamp.py`` checks:
   notebooks it writes);
 - the last column of the home page's chapter table (``book/intro.md``, each row found by
   its link to the notebook) and, between ``<!-- stamp: runs -->`` and
-  ``<!-- /stamp: runs -->`` markers where the page has them, the sentence under it.
+  ``<!-- /stamp: runs -->`` markers where the page has them, the sentence under it;
+- the table of every recorded run in ``benchmarks/RESULTS.md``, between
+  ``<!-- stamp: runs-table -->`` and ``<!-- /stamp: runs-table -->``.
 
 As a Sphinx extension it writes the same text into the pages as they are read, so the
 site tells the truth even before the files are regenerated. Usage, like
@@ -73,7 +75,16 @@ FIELDS = (
 INSTALL_CELL = 'find_spec("course")'
 PARAGRAPH = re.compile(r"^\*\*Run time\*\*.*?(?=\n\s*\n|\n```|\Z)", re.S | re.M)
 ROW = re.compile(r"^(\|.*<\.\./notebooks/(\d\d_\w+)>`.*\| )([^|]*?)( \|)$", re.M)
-NOTE = re.compile(r"(<!-- stamp: runs -->\n).*?(\n<!-- /stamp: runs -->)", re.S)
+RESULTS = "benchmarks/RESULTS.md"
+
+
+def _markers(name: str) -> re.Pattern:
+    """``<!-- stamp: NAME -->``, what it holds (maybe nothing), ``<!-- /stamp: NAME -->``:
+    groups 1 and 2 are the markers, each content put between them ends with a newline."""
+    return re.compile(rf"(<!-- stamp: {name} -->\n)(?:.*?\n)?(<!-- /stamp: {name} -->)", re.S)
+
+
+NOTE, TABLE = _markers("runs"), _markers("runs-table")
 
 
 # ---------------------------------------------------------------------------
@@ -324,7 +335,35 @@ def stamped_home(text: str, root: Path = ROOT) -> str:
         return match[1] + home_cell(notebook, runs.get(match[2], {})) + match[4]
 
     text = ROW.sub(row, text)
-    return NOTE.sub(lambda m: m[1] + home_note(stale) + m[2], text)
+    return NOTE.sub(lambda m: m[1] + home_note(stale) + "\n" + m[2], text)
+
+
+def runs_table(root: Path = ROOT) -> str:
+    """Every recorded run, one row per chapter and profile (for ``benchmarks/RESULTS.md``)."""
+    runs = load_runs(root)
+    rows = [
+        "| chapter | profile | time | peak memory | device | cores | date | commit | torch "
+        "| Python | code since |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in _notebooks(root):
+        notebook = json.loads(path.read_text())
+        for profile, run in sorted(runs.get(path.stem, {}).items()):
+            cells = [
+                path.stem[:2],
+                profile + (f" ({run['amp']})" if run.get("amp") else ""),
+                f"{run['seconds']:.0f} s",
+                _size(run.get("peak_bytes")),
+                run.get("device") or "not recorded",
+                str(run.get("cores") or "not recorded"),
+                run.get("date") or "not recorded",
+                f"`{run['commit']}`" if run.get("commit") else "not recorded",
+                run.get("torch") or "not recorded",
+                run.get("python") or "not recorded",
+                "unchanged" if is_fresh(run, notebook) else "changed",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def _dumps(notebook: dict) -> str:
@@ -341,6 +380,9 @@ def generated(root: Path = ROOT) -> dict[str, str]:
         files[f"notebooks/{path.name}"] = _dumps(stamped)
     if (root / HOME).is_file():
         files[HOME] = stamped_home((root / HOME).read_text(), root)
+    if (root / RESULTS).is_file():
+        text = (root / RESULTS).read_text()
+        files[RESULTS] = TABLE.sub(lambda m: m[1] + runs_table(root) + "\n" + m[2], text)
     return files
 
 
