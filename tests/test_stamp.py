@@ -248,3 +248,25 @@ def test_the_student_edition_and_the_site_take_the_stamp_from_the_same_code(tmp_
     stamp._source_read(App(), "notebooks/09_topic", source)
     header = "".join(json.loads(source[0])["cells"][0]["source"])
     assert "cpu profile: no run recorded; gpu profile: no run recorded." in header
+
+
+def test_the_site_stamps_a_chapter_before_its_solutions_are_removed():
+    """Both extensions change a notebook as it is read; the stamp must see the chapter's
+    whole code (Sphinx calls the lower priority first; the default is 500)."""
+    connected = {}
+
+    class App:
+        def connect(self, event, handler, priority=500):
+            connected[handler.__module__, event] = priority
+
+        def add_config_value(self, *args, **kwargs):
+            pass
+
+        def add_transform(self, *args):
+            pass
+
+    import solutions
+
+    stamp.setup(App())
+    solutions.setup(App())
+    assert connected["stamp", "source-read"] < connected["solutions", "source-read"]

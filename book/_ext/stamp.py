@@ -424,7 +424,9 @@ def _source_read(app, docname: str, source: list[str]) -> None:
 
 
 def setup(app) -> dict:
-    app.connect("source-read", _source_read)
+    # Before any other handler changes the notebook (solutions.py's removed mode drops
+    # cells): the stamp compares the chapter's own code with the code that ran.
+    app.connect("source-read", _source_read, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
