@@ -8,6 +8,11 @@ N cores with ``os.sched_setaffinity``, as on a Colab T4 runtime with 2 vCPUs;
 ``--t4`` sets ``COURSE_AMP_DTYPE=float16`` (fp16 with a gradient scaler, a T4's
 numerics) on any GPU. Each notebook's line also gives the share of its
 training time (``course.train.fit``) spent waiting for the data loader.
+``--record`` writes each notebook that passed into ``benchmarks/runs.json`` (date,
+commit, profile, device, cores, torch and Python versions, seconds, peak memory: the
+GPU's ``max_memory_allocated`` when CUDA was used, else the largest resident set of
+the notebook's processes), from which ``book/_ext/stamp.py`` writes each chapter's
+"Run time" stamp.
 
 For machines that have PyTorch but no Jupyter kernel (a bare GPU box): each
 notebook's code cells run in order in a fresh namespace (in a subprocess),
@@ -23,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -95,6 +102,61 @@ def execute_cells(
             report(i, time.perf_counter() - start)
 
 
+RECORD_FILE = "RUN_NOTEBOOKS_RECORD_FILE"  # where a child writes what --record needs
+
+
+def _stamp_module():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import stamp  # book/_ext/stamp.py: the runs' data file and the chapters' stamps
+
+    return stamp
+
+
+def _write_run_facts() -> None:
+    """In the child, after its notebook passed: the profile, the machine (as pinned) and
+    the GPU's peak memory, for ``--record`` (to the file named by ``$RECORD_FILE``)."""
+    target = os.environ.get(RECORD_FILE)
+    if not target:
+        return
+    import torch
+
+    from course.config import profile
+
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    facts = {
+        "profile": profile(),
+        "amp": os.environ.get("COURSE_AMP") or os.environ.get("COURSE_AMP_DTYPE") or None,
+        "machine": _stamp_module().describe_machine(),
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+    }
+    Path(target).write_text(json.dumps(facts))
+
+
+def _run_measured(command: list[str], **kwargs) -> tuple[int, int]:
+    """``subprocess.run(command, **kwargs)``, returning the exit status and the peak
+    resident memory in bytes of the largest process of its tree (``os.wait4``)."""
+    process = subprocess.Popen(command, **kwargs)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss * 1024  # Linux gives kilobytes
+
+
+def _record(path: Path, seconds: float, peak_rss: int, facts_file: Path, runs: Path) -> None:
+    """``--record``: the run of ``path`` (which passed) into ``runs`` (runs.json)."""
+    facts = json.loads(facts_file.read_text())
+    peak = facts["peak_gpu_bytes"] if facts["peak_gpu_bytes"] is not None else peak_rss
+    run = _stamp_module().record(
+        path,
+        seconds,
+        peak,
+        profile=facts["profile"],
+        amp=facts["amp"],
+        machine=facts["machine"],
+        runs_file=runs,
+    )
+    print(f"    recorded in {runs.name}: {run['profile']} on {run['device']}", flush=True)
+
+
 def execute(path: Path) -> None:
     """Run one notebook's code cells in this process (called in a subprocess)."""
     import course.train
@@ -116,6 +178,7 @@ def execute(path: Path) -> None:
     print(
         f"    fit: {len(histories)} runs, {train:.1f} s of training, data wait {share}", flush=True
     )
+    _write_run_facts()
 
 
 def main(argv: list[str]) -> int:
@@ -123,6 +186,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--cpus", type=int, default=None, help="pin to this many cores")
     parser.add_argument("--t4", action="store_true", help="fp16 + GradScaler on any GPU")
+    parser.add_argument(
+        "--record", action="store_true", help="record each run that passed (--runs-file)"
+    )
+    parser.add_argument(
+        "--runs-file",
+        type=Path,
+        default=ROOT / "benchmarks" / "runs.json",
+        help="where --record writes (default: benchmarks/runs.json)",
+    )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.t4:
@@ -138,14 +210,21 @@ def main(argv: list[str]) -> int:
     failed = 0
     for name in args.notebooks:
         path = Path(name).resolve()
+        facts = Path(tempfile.mkdtemp(prefix="run-notebooks-")) / "facts.json"
         start = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, __file__, "--one", str(path)], cwd=path.parent, env=env, preexec_fn=pin
+        returncode, peak_rss = _run_measured(
+            [sys.executable, __file__, "--one", str(path)],
+            cwd=path.parent,
+            env={**env, RECORD_FILE: str(facts)} if args.record else env,
+            preexec_fn=pin,
         )
         seconds = time.perf_counter() - start
-        status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
+        status = "ok" if returncode == 0 else f"FAILED (exit {returncode})"
         print(f"{path.name}: {seconds:.0f} s {status}", flush=True)
-        failed += result.returncode != 0
+        if args.record and returncode == 0:
+            _record(path, seconds, peak_rss, facts, args.runs_file)
+        shutil.rmtree(facts.parent, ignore_errors=True)
+        failed += returncode != 0
     return 1 if failed else 0
 
 

@@ -33,6 +33,12 @@ def test_book_builds_with_warnings_as_errors(built_book):
     # No Binder button: the book needs torch and its data on more than Binder's 2 GB, and
     # no configuration of ours is tested under repo2docker (book/setup.md, "Where to run").
     assert "mybinder.org" not in chapter0
+    # course_solutions: folded (book/_ext/solutions.py): every solution a closed dropdown
+    chapter1 = (html / "notebooks" / "01_batch_norm.html").read_text()
+    assert chapter1.count('class="solution dropdown admonition"') >= 5
+    assert 'class="solution admonition"' not in chapter1
+    # the stamps, from benchmarks/runs.json as the pages are read (book/_ext/stamp.py)
+    assert "its last recorded runs" in chapter0 and "benchmarks/runs.json" in chapter0
     assert "Paszke" in (html / "book" / "bibliography.html").read_text()
     api = (html / "book" / "api" / "finetune.html").read_text()  # generated from docstrings
     assert "balanced_accuracy" in api and 'href="../../notebooks/03_finetuning_hornets.html"' in api
