@@ -229,23 +229,7 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-#: Skeletons whose checker does not yet say that the skeleton is not written.
-NOT_YET_CLEAR = {
-    "02_residual_gradients": "check_basic_block answers an untouched MyBlock with 'name the "
-    "layers conv1, bn1, conv2, bn2, shortcut; missing: [...]' instead of 'not written yet'"
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason=NOT_YET_CLEAR[p.stem], strict=True))
-        if p.stem in NOT_YET_CLEAR
-        else p
-        for p in NOTEBOOKS
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_student_copy_runs_and_each_skeleton_gets_its_checkers_report(path, tmp_path):
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
