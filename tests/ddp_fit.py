@@ -1,17 +1,20 @@
 """One process of a data-parallel ``fit``, for the tests (``torchrun`` starts two).
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_fit.py \\
-        OUT EPOCHS [CHECKPOINT [noisy]]
+        OUT EPOCHS [CHECKPOINT [noisy|numpy|order]]
 
 Trains a BN-free model on a fixed data set with ``course.train.fit``: 8 samples
 per process and batch, plain SGD. Rank 0 saves the weights and the history to OUT.
 With ``noisy``, every sample read gets random noise from its process's own random
-stream (seeded with the rank), as augmentations do: what a resumed run must restore
-on every process.
+stream (torch's, seeded with the rank), as augmentations do: what a resumed run must
+restore on every process; with ``numpy``, the noise comes from NumPy's global
+generator (``np.random``, seeded with the rank), as students' augmentations draw it.
+With ``order``, OUT also gets ``orders``: the indices each process read, in order.
 """
 
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -35,24 +38,32 @@ def model() -> nn.Module:
 
 
 class Noisy(torch.utils.data.Dataset):
-    def __init__(self, base: TensorDataset) -> None:
-        self.base = base
+    """``base`` with random noise on every read (torch's or NumPy's global generator),
+    recording the indices read."""
+
+    def __init__(self, base: TensorDataset, noise: str | None) -> None:
+        self.base, self.noise, self.read = base, noise, []
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int):
+        self.read.append(int(i))
         x, y = self.base[i]
-        return x + 0.3 * torch.randn(x.shape), y
+        if self.noise == "noisy":
+            x = x + 0.3 * torch.randn(x.shape)
+        elif self.noise == "numpy":
+            x = x + 0.3 * torch.from_numpy(np.random.standard_normal(x.shape)).float()  # noqa: NPY002
+        return x, y
 
 
-def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> None:
+def main(out: str, epochs: int, checkpoint: str | None, mode: str | None = None) -> None:
     dist.init_process_group("gloo")
     net = model()  # the same initial weights everywhere (model() seeds)
     torch.manual_seed(dist.get_rank())  # then each process its own random stream
-    loader = DataLoader(
-        Noisy(data()) if noisy else data(), batch_size=BATCH_PER_PROCESS, shuffle=True
-    )
+    np.random.seed(dist.get_rank())  # noqa: NPY002
+    dataset = Noisy(data(), mode)
+    loader = DataLoader(dataset, batch_size=BATCH_PER_PROCESS, shuffle=True)
     history = fit(
         net,
         loader,
@@ -62,12 +73,14 @@ def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> 
         checkpoint_path=checkpoint,
         progress=False,
     )
+    orders: list = [None] * dist.get_world_size()
+    dist.all_gather_object(orders, dataset.read)
     if dist.get_rank() == 0:
-        save_state(out, {"model": net.state_dict(), "history": history.to_dict()})
+        save_state(out, {"model": net.state_dict(), "history": history.to_dict(), "orders": orders})
     dist.barrier()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     checkpoint = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None
-    main(sys.argv[1], int(sys.argv[2]), checkpoint, noisy="noisy" in sys.argv[4:])
+    main(sys.argv[1], int(sys.argv[2]), checkpoint, sys.argv[4] if len(sys.argv) > 4 else None)
