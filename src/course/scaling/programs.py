@@ -13,6 +13,11 @@ loop out step by step (DistributedSampler, DDP, the linearly scaled learning rat
 warmup), so that its first step can be compared exactly with one single-process step
 on the global batch; ``hornets`` fine-tunes chapter 3's ResNet18 with
 ``course.train.fit``, which does the same by itself under torchrun.
+
+Across machines (the third command, on every machine), ``shapes --checkpoint`` makes
+a lost worker cost at most ``--checkpoint-every`` steps: with ``--max-restarts`` torchrun
+restarts the group and the run resumes; without, the survivors stop with a message
+that says so (tests/test_multinode.py kills a worker to check both).
 """
 
 from __future__ import annotations
@@ -146,6 +151,7 @@ def train_shapes_data_parallel(
             file=sys.stderr,
             flush=True,
         )
+        _wait_for_a_restart(timeout)
         raise SystemExit(1) from err
     if rank == 0:
         x, y = data.tensors
@@ -174,6 +180,21 @@ _LOST_PARTNER = ("Connection reset", "Connection closed", "Broken pipe", "Timed 
 def _partner_lost(err: RuntimeError) -> bool:
     """Did a collective fail because another process of the group stopped answering?"""
     return isinstance(err, dist.DistError) or any(s in str(err) for s in _LOST_PARTNER)
+
+
+def _wait_for_a_restart(seconds: float) -> None:
+    """When torchrun has a restart left (``--max-restarts``), wait at most ``seconds`` for
+    it to stop this process and restart the group: a survivor that failed too would
+    count as a second failure, on another machine, at the same moment, and the two
+    agents could spend their restarts restarting each other. The agent of the lost
+    worker asks for a new rendezvous, and this one's agent answers by restarting its
+    healthy workers without counting a failure."""
+    left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) - int(
+        os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)
+    )
+    if left > 0:
+        print(f"waiting up to {seconds:g} s for torchrun to restart the group", file=sys.stderr)
+        time.sleep(seconds)
 
 
 def wait_for_step(status_dir: Path, rank: int, step: int, timeout: float) -> dict:
@@ -321,6 +342,7 @@ def train_hornets_data_parallel(
     max_images: int | None,
     imagenet: bool,
     checkpoint: Path | None,
+    timeout: float | None = None,
 ) -> History:
     """Chapter 3's fine-tuning, data-parallel: ``python -m course.scaling hornets``.
 
@@ -334,9 +356,11 @@ def train_hornets_data_parallel(
     ``batch_per_process x processes``, with ``warmup_epochs`` of linear warmup,
     then a cosine. BatchNorm normalises over each process's own minibatch, as in
     Goyal et al. (32 images per GPU); ``nn.SyncBatchNorm`` would pool the
-    statistics of all GPUs (CUDA only).
+    statistics of all GPUs (CUDA only). ``timeout`` bounds every collective (torch's
+    default when None: 30 min with gloo, 10 with nccl; rank 0's first download happens
+    while the others wait at a barrier).
     """
-    device = join_process_group()
+    device = join_process_group(timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     # Each process its own random stream (augmentations); DDP copies rank 0's initial weights.
     seed_everything(rank)
@@ -433,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     real.add_argument(
         "--checkpoint", type=Path, default=None, help="written every epoch; resumed when present"
     )
+    real.add_argument("--timeout", type=float, default=None, help="seconds any collective may wait")
     args = parser.parse_args(argv)
     if "RANK" not in os.environ:
         parser.error(
@@ -465,4 +490,5 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.max_images,
             args.imagenet,
             args.checkpoint,
+            args.timeout,
         )
