@@ -1,20 +1,17 @@
 """One process of a data-parallel ``fit``, for the tests (``torchrun`` starts two).
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_fit.py \\
-        OUT EPOCHS [CHECKPOINT [noisy|numpy|order]]
+        OUT EPOCHS [CHECKPOINT [noisy]]
 
 Trains a BN-free model on a fixed data set with ``course.train.fit``: 8 samples
 per process and batch, plain SGD. Rank 0 saves the weights and the history to OUT.
 With ``noisy``, every sample read gets random noise from its process's own random
-stream (torch's, seeded with the rank), as augmentations do: what a resumed run must
-restore on every process; with ``numpy``, the noise comes from NumPy's global
-generator (``np.random``, seeded with the rank), as students' augmentations draw it.
-With ``order``, OUT also gets ``orders``: the indices each process read, in order.
+stream (seeded with the rank), as augmentations do: what a resumed run must restore
+on every process. OUT also holds ``orders``: the indices each process read, in order.
 """
 
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -38,11 +35,10 @@ def model() -> nn.Module:
 
 
 class Noisy(torch.utils.data.Dataset):
-    """``base`` with random noise on every read (torch's or NumPy's global generator),
-    recording the indices read."""
+    """``base``, with random noise on every read when ``noisy``; records the indices read."""
 
-    def __init__(self, base: TensorDataset, noise: str | None) -> None:
-        self.base, self.noise, self.read = base, noise, []
+    def __init__(self, base: TensorDataset, noisy: bool) -> None:
+        self.base, self.noisy, self.read = base, noisy, []
 
     def __len__(self) -> int:
         return len(self.base)
@@ -50,19 +46,16 @@ class Noisy(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         self.read.append(int(i))
         x, y = self.base[i]
-        if self.noise == "noisy":
+        if self.noisy:
             x = x + 0.3 * torch.randn(x.shape)
-        elif self.noise == "numpy":
-            x = x + 0.3 * torch.from_numpy(np.random.standard_normal(x.shape)).float()  # noqa: NPY002
         return x, y
 
 
-def main(out: str, epochs: int, checkpoint: str | None, mode: str | None = None) -> None:
+def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> None:
     dist.init_process_group("gloo")
     net = model()  # the same initial weights everywhere (model() seeds)
     torch.manual_seed(dist.get_rank())  # then each process its own random stream
-    np.random.seed(dist.get_rank())  # noqa: NPY002
-    dataset = Noisy(data(), mode)
+    dataset = Noisy(data(), noisy)
     loader = DataLoader(dataset, batch_size=BATCH_PER_PROCESS, shuffle=True)
     history = fit(
         net,
@@ -83,4 +76,4 @@ def main(out: str, epochs: int, checkpoint: str | None, mode: str | None = None)
 
 if __name__ == "__main__":
     checkpoint = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None
-    main(sys.argv[1], int(sys.argv[2]), checkpoint, sys.argv[4] if len(sys.argv) > 4 else None)
+    main(sys.argv[1], int(sys.argv[2]), checkpoint, noisy="noisy" in sys.argv[4:])
