@@ -9,7 +9,9 @@ On this machine's CPU (gloo), ``python -m course.scaling shapes`` runs:
 2. on two rehearsed machines, 1 process each (two agents, c10d rendezvous on 127.0.0.1,
    ``course.distributed.run_local_nodes``);
 3. the same, with ``--max-restarts=1``, the worker of rank 1 killed (SIGKILL by its pid)
-   once it has finished ``--kill-after`` steps.
+   once it has finished ``--kill-after`` steps (this run's steps last at least
+   ``--step-seconds``, so that the kill lands before the end: its wall time is not
+   comparable with the others').
 
 For each: the wall time of the whole command (start-up, rendezvous, training, exit), the
 time of the training steps alone (from the processes' status files: step 0 written to
@@ -77,7 +79,12 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def timed_run(
-    machines: int, steps: int, folder: Path, every: int, kill_after: int | None = None
+    machines: int,
+    steps: int,
+    folder: Path,
+    every: int,
+    kill_after: int | None = None,
+    step_seconds: float = 0.0,
 ) -> dict:
     """``machines`` agents of ``2 // machines`` processes each (one agent: one machine of
     two processes, the c10d rendezvous that ``--standalone`` also uses)."""
@@ -85,7 +92,7 @@ def timed_run(
     agents = launch_local_nodes(
         machines,
         PROGRAM,
-        shapes_args(steps, folder, every, 0.0),
+        shapes_args(steps, folder, every, step_seconds),
         nproc_per_node=2 // machines,
         max_restarts=1 if kill_after else 0,
         join_timeout=120,
@@ -98,7 +105,7 @@ def timed_run(
         os.kill(victim["pid"], signal.SIGKILL)
         killed = time.time()
         first_new = None
-        while first_new is None and time.time() - killed < 300:
+        while first_new is None and any(a.process.poll() is None for a in agents):
             for r in statuses(folder):
                 if (
                     r["pid"] != victim["pid"]
@@ -123,9 +130,15 @@ def timed_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=10, help="steps between checkpoints")
-    parser.add_argument("--kill-after", type=int, default=125)
+    parser.add_argument("--kill-after", type=int, default=305)
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=0.02,
+        help="the killed run's shortest step: the kill must land before the run ends",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     rows: dict[str, list[dict]] = {"one": [], "two": [], "kill": []}
@@ -136,7 +149,9 @@ def main() -> None:
             rows["one"].append(timed_run(1, args.steps, folders["one"], args.every))
             rows["two"].append(timed_run(2, args.steps, folders["two"], args.every))
             rows["kill"].append(
-                timed_run(2, args.steps, folders["kill"], args.every, args.kill_after)
+                timed_run(
+                    2, args.steps, folders["kill"], args.every, args.kill_after, args.step_seconds
+                )
             )
             equal.append(
                 [same_weights(folders["one"] / "weights.pt", folders[k] / "weights.pt")

@@ -295,6 +295,14 @@ def run_torchrun(
     )
 
 
+#: For the agents of a run that may restart: each rendezvous round gets a new store,
+#: served by its rank 0 on a new port. By default the agents share their rendezvous
+#: store with the workers, and it keeps the keys of the group before the restart: a new
+#: worker can read the address of a worker that is gone, fail to connect and spend the
+#: last restart (seen here: "Gloo connectFullMesh failed ... Connection refused").
+FRESH_STORE_EACH_ROUND = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 @dataclass
 class LocalAgent:
     """One torchrun agent started by :func:`launch_local_nodes`, and the files its
@@ -320,9 +328,9 @@ def launch_local_nodes(
     Each agent runs ``nproc_per_node`` worker processes on the CPU (gloo); the agents
     meet at a c10d rendezvous on 127.0.0.1 (a free port; the first agent serves it)
     and number their workers 0 .. nnodes x nproc_per_node - 1 in the order they join.
-    Each agent is the leader of a new process session, so that :func:`wait_local_nodes`
-    can stop an agent together with its workers. Output goes to temporary files that
-    :func:`wait_local_nodes` reads back. ``env`` is added to the workers' environment.
+    Output goes to temporary files that :func:`wait_local_nodes` reads back. ``env``
+    is added to the agents' and workers' environment, after
+    :data:`FRESH_STORE_EACH_ROUND`.
     """
     endpoint = f"127.0.0.1:{free_port()}"
     run_id = f"course-{os.getpid()}-{time.monotonic_ns()}"
@@ -341,7 +349,10 @@ def launch_local_nodes(
             join_timeout=join_timeout,
         )
         process = subprocess.Popen(
-            cmd, stdout=stdout, stderr=stderr, env=cpu_environment(env), start_new_session=True
+            cmd,
+            stdout=stdout,
+            stderr=stderr,
+            env=cpu_environment({**FRESH_STORE_EACH_ROUND, **(env or {})}),
         )
         agents.append(LocalAgent(process, stdout, stderr))
         if node == 0:
@@ -355,8 +366,9 @@ def wait_local_nodes(
     """Wait at most ``timeout`` seconds for the agents of :func:`launch_local_nodes`;
     return each one's exit status and output.
 
-    Past the deadline, every agent still running is killed with its workers (its
-    process session) and a ``subprocess.TimeoutExpired`` carries what they printed.
+    Past the deadline, every agent still running is stopped (SIGTERM, which it passes on
+    to its workers; SIGKILL after a grace period) and a ``subprocess.TimeoutExpired``
+    carries what they printed.
     """
     deadline = time.monotonic() + timeout
     late = False
@@ -367,10 +379,7 @@ def wait_local_nodes(
             late = True
             break
     if late:
-        for agent in agents:
-            if agent.process.poll() is None:
-                os.killpg(agent.process.pid, signal.SIGKILL)  # the agent's session: its workers
-                agent.process.wait()
+        _stop(agents)
     results = [
         subprocess.CompletedProcess(
             agent.process.args,
@@ -384,6 +393,21 @@ def wait_local_nodes(
         output = "\n".join(f"--- agent {i}:\n{r.stdout}{r.stderr}" for i, r in enumerate(results))
         raise subprocess.TimeoutExpired(agents[0].process.args, timeout, output=output[-6000:])
     return results
+
+
+def _stop(agents: Sequence[LocalAgent], grace: float = 15) -> None:
+    """SIGTERM to the agents still running (torchrun then stops its workers, which run in
+    sessions of their own), SIGKILL to those still there after ``grace`` seconds."""
+    running = [a.process for a in agents if a.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _read(stream: Any) -> str:

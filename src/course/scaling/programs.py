@@ -4,7 +4,8 @@
 
     torchrun --standalone --nproc_per_node=2 -m course.scaling shapes --steps 100
     torchrun --standalone --nproc_per_node=2 -m course.scaling hornets --epochs 10
-    torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=HOST:29400 \\
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes=2 --nproc_per_node=1 \\
+        --rdzv_backend=c10d --rdzv_endpoint=HOST:29400 \\
         --rdzv_id=job1 --max-restarts=1 -m course.scaling shapes --checkpoint run.pt
 
 one process per GPU (nccl) or per CPU process (gloo), each on the device that
