@@ -7,7 +7,7 @@ Trains a BN-free model on a fixed data set with ``course.train.fit``: 8 samples
 per process and batch, plain SGD. Rank 0 saves the weights and the history to OUT.
 With ``noisy``, every sample read gets random noise from its process's own random
 stream (seeded with the rank), as augmentations do: what a resumed run must restore
-on every process.
+on every process. OUT also holds ``orders``: the indices each process read, in order.
 """
 
 import sys
@@ -35,24 +35,28 @@ def model() -> nn.Module:
 
 
 class Noisy(torch.utils.data.Dataset):
-    def __init__(self, base: TensorDataset) -> None:
-        self.base = base
+    """``base``, with random noise on every read when ``noisy``; records the indices read."""
+
+    def __init__(self, base: TensorDataset, noisy: bool) -> None:
+        self.base, self.noisy, self.read = base, noisy, []
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int):
+        self.read.append(int(i))
         x, y = self.base[i]
-        return x + 0.3 * torch.randn(x.shape), y
+        if self.noisy:
+            x = x + 0.3 * torch.randn(x.shape)
+        return x, y
 
 
 def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> None:
     dist.init_process_group("gloo")
     net = model()  # the same initial weights everywhere (model() seeds)
     torch.manual_seed(dist.get_rank())  # then each process its own random stream
-    loader = DataLoader(
-        Noisy(data()) if noisy else data(), batch_size=BATCH_PER_PROCESS, shuffle=True
-    )
+    dataset = Noisy(data(), noisy)
+    loader = DataLoader(dataset, batch_size=BATCH_PER_PROCESS, shuffle=True)
     history = fit(
         net,
         loader,
@@ -62,8 +66,10 @@ def main(out: str, epochs: int, checkpoint: str | None, noisy: bool = False) -> 
         checkpoint_path=checkpoint,
         progress=False,
     )
+    orders: list = [None] * dist.get_world_size()
+    dist.all_gather_object(orders, dataset.read)
     if dist.get_rank() == 0:
-        save_state(out, {"model": net.state_dict(), "history": history.to_dict()})
+        save_state(out, {"model": net.state_dict(), "history": history.to_dict(), "orders": orders})
     dist.barrier()
     dist.destroy_process_group()
 

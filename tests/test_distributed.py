@@ -35,7 +35,7 @@ def group(monkeypatch):
 
 
 def test_outside_torchrun_the_device_is_get_devices():
-    assert not distributed.distributed()
+    assert not distributed.is_distributed()
     assert distributed.process_device() == get_device()
 
 
@@ -65,7 +65,7 @@ def test_a_resumed_process_takes_its_own_random_stream(monkeypatch):
     streams = {"per_process": [{"torch": 0}, {"torch": 1}, {"torch": 2}]}
     assert distributed.own_rng_state({"torch": 5}) == {"torch": 5}  # a one-process run
     assert distributed.own_rng_state(streams) == {"torch": 0}  # read by a single process
-    monkeypatch.setattr(distributed, "distributed", lambda: True)
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     monkeypatch.setattr(dist, "get_rank", lambda: 4)  # more processes than were saved
     assert distributed.own_rng_state(streams) == {"torch": 1}
 
@@ -84,3 +84,50 @@ def test_a_real_one_process_gloo_group_trains_on_the_cpu(cuda_cards):
         assert distributed.global_sums(2.0, 3) == [2.0, 3.0]
     finally:
         dist.destroy_process_group()
+
+
+def test_shard_seeds_the_order_with_run_seed(monkeypatch):
+    """COURSE_SEED moves the training order under torchrun, as in one process."""
+    from torch.utils.data import DataLoader
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    loader = DataLoader(list(range(20)), batch_size=4, shuffle=True)
+    monkeypatch.delenv("COURSE_SEED", raising=False)
+    assert distributed.shard(loader).sampler.seed == 0
+    monkeypatch.setenv("COURSE_SEED", "2")
+    sharded = distributed.shard(loader)
+    assert sharded.sampler.seed == 2000 and sharded.sampler.rank == 1
+    assert distributed.shard(loader, seed=7).sampler.seed == 7  # an explicit seed wins
+
+
+def test_the_commands_of_one_and_of_several_machines():
+    one = distributed.torchrun_command(2, ("-m", "course.scaling"), ["shapes"])
+    assert "--standalone" in one and "--nproc-per-node=2" in one and one[-1] == "shapes"
+    assert "--max-restarts=0" in one
+    two = distributed.torchrun_command(
+        1, ("x.py",), nnodes=2, endpoint="127.0.0.1:29400", run_id="job1", max_restarts=1,
+        hosts_rendezvous=True, join_timeout=30,
+    )  # fmt: skip
+    for flag in ("--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29400",
+                 "--rdzv-id=job1", "--rdzv-conf=join_timeout=30,is_host=1", "--max-restarts=1",
+                 "--local-addr=127.0.0.1"):  # fmt: skip
+        assert flag in two
+    assert "--standalone" not in two
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        distributed.torchrun_command(1, ("x.py",), nnodes=2)
+
+
+def test_join_process_group_bounds_the_collectives(group, monkeypatch):
+    import datetime
+
+    seen = {}
+    monkeypatch.setattr(
+        dist, "init_process_group", lambda backend, timeout=None: seen.update(b=backend, t=timeout)
+    )
+    monkeypatch.setattr(dist, "is_initialized", lambda: "b" in seen)
+    monkeypatch.setattr(dist, "get_backend", lambda: seen["b"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.join_process_group(timeout=12) == torch.device("cpu")
+    assert seen["t"] == datetime.timedelta(seconds=12)

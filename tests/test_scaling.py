@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from course.config import run_seed
 from course.distributed import loopback_available, run_torchrun
 from course.runstate import load_state
 from course.scaling import (
@@ -111,7 +112,7 @@ def test_first_global_batch_is_the_union_of_the_shards():
     processes of 8 reads the first 16 indices of that permutation between them."""
     data = ddp_example_data(64)
     x, y = first_global_batch(data, world=2, batch_per_process=8)
-    permutation = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    permutation = torch.randperm(64, generator=torch.Generator().manual_seed(run_seed(0)))
     expected_x, expected_y = data[permutation[:16]]
 
     def rows(images):
@@ -210,7 +211,7 @@ def test_train_at_batch_size_is_sgd_with_warmup_over_epochs_of_fresh_shuffles():
     optimizer = torch.optim.SGD(reference.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     steps_per_epoch = len(data) // batch
     step = 0
-    generator = torch.Generator().manual_seed(5)
+    generator = torch.Generator().manual_seed(run_seed(5))  # COURSE_SEED moves it too
     for _ in range(epochs):
         order = torch.randperm(len(data), generator=generator)
         for i in range(steps_per_epoch):

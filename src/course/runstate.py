@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -219,7 +220,15 @@ def resume_run(
 
 
 def capture_rng_state(loader: Iterable) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """Every random generator a training epoch draws from, as plain data: torch's (CPU and
+    every CUDA device), Python's ``random``, NumPy's global generator (which
+    :func:`course.utils.seed_everything` seeds because students' augmentations call
+    ``np.random``) and the loader's sampler's generator when it has one."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     generator = _sampler_generator(loader)
@@ -229,14 +238,38 @@ def capture_rng_state(loader: Iterable) -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any], loader: Iterable) -> None:
+    """Put back what :func:`capture_rng_state` took (a state saved before NumPy's was
+    recorded leaves NumPy's generator as it is)."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        _set_numpy_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator = _sampler_generator(loader)
     if generator is not None and "sampler" in state:
         generator.set_state(state["sampler"])
+
+
+def _numpy_state() -> dict[str, Any]:
+    """NumPy's global generator (``np.random.get_state()``) as a tensor and numbers, which
+    ``torch.load(weights_only=True)`` reads back (it refuses NumPy arrays)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "kind": str(kind),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+
+
+def _set_numpy_state(state: Mapping[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(  # noqa: NPY002
+        (state["kind"], keys, state["position"], state["has_gauss"], state["gauss"])
+    )
 
 
 def _sampler_generator(loader: Iterable) -> torch.Generator | None:

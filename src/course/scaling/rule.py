@@ -413,10 +413,13 @@ def first_global_batch(
     One single-process SGD step on them, with the same lr, must give the
     weights of one DDP step: the all-reduce averages the per-process
     gradients, and the mean of equal-sized means is the mean of the union.
+    The sampler's seed is ``run_seed(seed)``, as in ``python -m course.scaling shapes``.
     """
     xs, ys = [], []
     for rank in range(world):
-        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        sampler = DistributedSampler(
+            data, num_replicas=world, rank=rank, shuffle=True, seed=run_seed(seed)
+        )
         indices = list(sampler)[:batch_per_process]
         x, y = data[indices]
         xs.append(x)
