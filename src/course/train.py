@@ -129,9 +129,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Sequence[float]]) -> History:
-        history = cls(
-            **{k: [float(v) for v in data.get(k, [])] for k in cls.__dataclass_fields__}
-        )
+        history = cls(**{k: [float(v) for v in data.get(k, [])] for k in cls.__dataclass_fields__})
         history.steps = [int(v) for v in history.steps]
         return history
 
