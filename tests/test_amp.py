@@ -293,3 +293,28 @@ def test_optimizer_steps_leaves_no_hook_behind(no_setting):
     steps.close()
     _fit(_data(16), "fp16")
     assert not opt._optimizer_step_post_hooks
+
+
+# --- under torchrun -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not __import__("course.distributed").distributed.loopback_available(),
+    reason="gloo needs TCP on 127.0.0.1, which is down in this sandbox",
+)
+def test_under_torchrun_every_process_skips_alike_and_accumulation_syncs_once(tmp_path):
+    """2 processes (tests/ddp_amp.py): an overflow on rank 0 alone is skipped by both
+    (gradients are averaged first), their schedulers wait; accumulating 2 batches of 4
+    gives the weights of batches of 8 with one gradient all-reduce per optimizer step."""
+    from course.distributed import run_torchrun
+    from course.runstate import load_state
+
+    out = tmp_path / "ddp.pt"
+    result = run_torchrun(2, (str(ROOT / "tests" / "ddp_amp.py"),), [str(out)], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = load_state(out)
+    # 64 samples, 2 processes x 8 per batch: 4 steps an epoch, the 2nd of epoch 1 skipped
+    assert saved["skips"] == [{"steps": [3, 4], "last_epoch": 7}] * 2
+    for k, v in saved["big"].items():
+        torch.testing.assert_close(saved["accumulated"][k], v, rtol=1e-5, atol=1e-6)
+    assert saved["all_reduces"] == {"big": 8, "accumulated": 8}  # not 16: no_sync
