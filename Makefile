@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-colab unit notebooks lint book book-smoke lab clean browser
+.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry lab clean browser
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ test: $(STAMP) browser
 	$(BIN)/ruff format --check src tests benchmarks book/_ext
 	COURSE_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_real_path.py notebooks tests -n auto --dist loadfile --no-loadscope-reorder --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
 	$(MAKE) book-smoke
+	$(MAKE) gpu-report-dry
+
+# benchmarks/gpu_report.py, the script a GPU loan runs, rehearsed on the CPU at smoke
+# sizes (a stand-in chapter, no torch.compile) so that it cannot rot between loans.
+gpu-report-dry: $(STAMP)
+	rm -rf _build/gpu-report-dry
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu_report.py _build/gpu-report-dry --dry-run
 
 # The executed book under the smoke profile, a second seed and float16, in _build/smoke.
 book-smoke: $(STAMP)
