@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-colab unit notebooks lint book book-smoke lab clean browser
+.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry lab clean browser
 
 install: $(STAMP)
 
@@ -24,18 +24,27 @@ $(STAMP): pyproject.toml book/constraints.txt
 # file (a notebook's cells share one kernel) stays on one worker; the longest file (the
 # real-path rehearsal) is listed first and kept first, so that short ones fill the end.
 # Then the book as a user builds it (notebooks executed, -W) under a second seed
-# (COURSE_SEED=1): an assert that holds only for the book's own seeds, a glued value
-# Sphinx cannot format or a cell writing to stderr fails it (tests/book_build.py).
+# (COURSE_SEED=1) and a T4's numerics (COURSE_AMP=fp16: float16 autocast with a gradient
+# scaler, on the CPU too): an assert that holds only for the book's own seeds or only in
+# float32, a glued value Sphinx cannot format or a cell writing to stderr fails it
+# (tests/book_build.py).
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests benchmarks book/_ext
 	COURSE_PROFILE=smoke OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_real_path.py notebooks tests -n auto --dist loadfile --no-loadscope-reorder --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --durations=15
 	$(MAKE) book-smoke
+	$(MAKE) gpu-report-dry
 
-# The executed book under the smoke profile and a second seed, in _build/smoke.
+# benchmarks/gpu_report.py, the script a GPU loan runs, rehearsed on the CPU at smoke
+# sizes (a stand-in chapter, no torch.compile) so that it cannot rot between loans.
+gpu-report-dry: $(STAMP)
+	rm -rf _build/gpu-report-dry
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu_report.py _build/gpu-report-dry --dry-run
+
+# The executed book under the smoke profile, a second seed and float16, in _build/smoke.
 book-smoke: $(STAMP)
 	rm -rf _build/smoke
-	COURSE_PROFILE=smoke COURSE_SEED=$${COURSE_SEED:-1} OMP_NUM_THREADS=1 $(BIN)/python tests/book_build.py _build/smoke
+	COURSE_PROFILE=smoke COURSE_SEED=$${COURSE_SEED:-1} COURSE_AMP=$${COURSE_AMP:-fp16} OMP_NUM_THREADS=1 $(BIN)/python tests/book_build.py _build/smoke
 
 # The real-browser test of the site (tests/test_site.py) drives the system Chromium.
 # Installed here when missing and possible (root with apt); otherwise that test skips.

@@ -5,8 +5,9 @@
 
 ``--cpus N`` pins each notebook (and its DataLoader workers, which inherit it) to
 N cores with ``os.sched_setaffinity``, as on a Colab T4 runtime with 2 vCPUs;
-``--t4`` sets ``COURSE_AMP_DTYPE=float16`` (fp16 with a gradient scaler, a T4's
-numerics) on any GPU. Each notebook's line also gives the share of its
+``--amp fp16|bf16|off`` sets ``COURSE_AMP`` (``course.train.precision``) for the
+notebooks; ``--t4`` is ``--amp fp16`` (float16 with a gradient scaler, a T4's
+numerics) on any GPU or on the CPU. Each notebook's line also gives the share of its
 training time (``course.train.fit``) spent waiting for the data loader.
 ``--record`` writes each notebook that passed into ``benchmarks/runs.json`` (date,
 commit, profile, device, cores, torch and Python versions, seconds, peak memory: the
@@ -125,7 +126,7 @@ def _write_run_facts() -> None:
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     facts = {
         "profile": profile(),
-        "amp": os.environ.get("COURSE_AMP") or os.environ.get("COURSE_AMP_DTYPE") or None,
+        "amp": os.environ.get("COURSE_AMP") or None,
         "machine": _stamp_module().describe_machine(),
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
     }
@@ -185,7 +186,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--cpus", type=int, default=None, help="pin to this many cores")
-    parser.add_argument("--t4", action="store_true", help="fp16 + GradScaler on any GPU")
+    parser.add_argument(
+        "--amp", choices=("fp16", "bf16", "off"), help="COURSE_AMP for the notebooks"
+    )
+    parser.add_argument("--t4", action="store_true", help="--amp fp16: a T4's numerics")
     parser.add_argument(
         "--record", action="store_true", help="record each run that passed (--runs-file)"
     )
@@ -196,9 +200,11 @@ def main(argv: list[str]) -> int:
         help="where --record writes (default: benchmarks/runs.json)",
     )
     args = parser.parse_args(argv)
+    if args.t4 and args.amp not in (None, "fp16"):
+        parser.error("--t4 means --amp fp16")
     env = dict(os.environ)
-    if args.t4:
-        env["COURSE_AMP_DTYPE"] = "float16"
+    if args.t4 or args.amp:
+        env["COURSE_AMP"] = args.amp or "fp16"
     if args.cpus is not None:
         env["OMP_NUM_THREADS"] = str(args.cpus)
     cores = sorted(os.sched_getaffinity(0))[: args.cpus] if args.cpus else None

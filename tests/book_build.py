@@ -5,9 +5,10 @@ Two builds use it:
 - the tests' build (``tests/conftest.py``, ``built_book``): notebooks not executed,
   for the static checks and the browser test;
 - ``make test``'s executed build, as a user builds the book (``make book``), under the
-  profile and ``COURSE_SEED`` of the environment::
+  profile, ``COURSE_SEED`` and ``COURSE_AMP`` of the environment (``make book-smoke``:
+  another seed than the book's and a T4's float16 numerics, on the CPU)::
 
-      COURSE_PROFILE=smoke COURSE_SEED=1 python tests/book_build.py _build/smoke
+      COURSE_PROFILE=smoke COURSE_SEED=1 COURSE_AMP=fp16 python tests/book_build.py _build/smoke
 
   The notebooks first run in parallel, one per core, each in a process of its own,
   and go into the jupyter-cache that the build then reads, so the build itself
@@ -178,7 +179,7 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     failed = execute_into_cache(out / "jupyter_cache", notebooks, args.timeout)
     executed = time.perf_counter() - start
-    settings = {k: os.environ.get(k, "") for k in ("COURSE_PROFILE", "COURSE_SEED")}
+    settings = {k: os.environ.get(k, "") for k in ("COURSE_PROFILE", "COURSE_SEED", "COURSE_AMP")}
     print(f"executed {len(notebooks)} notebooks in {executed:.0f} s ({settings})", flush=True)
     if failed:
         print("\n\n".join(failed))

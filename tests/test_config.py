@@ -112,3 +112,21 @@ def test_a_course_seed_that_is_not_an_integer_says_what_to_set(monkeypatch):
     monkeypatch.setenv("COURSE_SEED", "one")
     with pytest.raises(ValueError, match="COURSE_SEED='one' is not an integer"):
         run_seed(0)
+
+
+def test_course_amp_is_read_here_and_the_old_setting_says_what_replaced_it(monkeypatch):
+    from course.config import SETTINGS, amp_setting
+
+    monkeypatch.delenv("COURSE_AMP_DTYPE", raising=False)
+    monkeypatch.delenv("COURSE_AMP", raising=False)
+    assert amp_setting() is None
+    monkeypatch.setenv("COURSE_AMP", " FP16 ")
+    assert amp_setting() == "fp16"
+    monkeypatch.setenv("COURSE_AMP", "half")
+    with pytest.raises(ValueError, match="'half' is not a precision; use fp16, bf16, off"):
+        amp_setting()
+    monkeypatch.delenv("COURSE_AMP")
+    monkeypatch.setenv("COURSE_AMP_DTYPE", "bfloat16")
+    with pytest.raises(ValueError, match="Unset COURSE_AMP_DTYPE and set COURSE_AMP=bf16"):
+        amp_setting()
+    assert "COURSE_AMP" in SETTINGS and "COURSE_AMP_DTYPE" not in SETTINGS

@@ -347,27 +347,6 @@ def test_memory_format_benchmark_runs_and_both_layouts_agree():
         assert r["error_nchw"] < 0.05 and r["error_channels_last"] < 0.05
 
 
-@pytest.mark.parametrize(
-    ("card", "capability", "dtype"),
-    [
-        ("T4", (7, 5), torch.float16),
-        ("V100", (7, 0), torch.float16),
-        ("A100", (8, 0), torch.bfloat16),
-        ("H100", (9, 0), torch.bfloat16),
-    ],
-)
-def test_amp_dtype_is_bf16_only_where_the_gpu_computes_it_natively(
-    monkeypatch, card, capability, dtype
-):
-    from course.train import amp_dtype
-
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    # a T4 "supports" bf16 by emulation: the answer must not depend on this
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert amp_dtype(torch.device("cuda")) == dtype, card
-    assert amp_dtype(torch.device("cpu")) == torch.bfloat16
-
-
 def test_predict_gathers_per_image_outputs_of_a_detector():
     """A detector's decoder gives one dict per image; predict chains them, with targets."""
 
@@ -441,17 +420,6 @@ def test_interrupted_torchrun_fit_resumes_to_the_same_weights(tmp_path):
     for k, v in straight["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0)
     assert resumed["history"]["train_loss"] == straight["history"]["train_loss"]
-
-
-def test_amp_dtype_can_be_forced_to_rehearse_a_t4(monkeypatch):
-    from course.train import amp_dtype
-
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setenv("COURSE_AMP_DTYPE", "float16")
-    assert amp_dtype(torch.device("cuda")) == torch.float16
-    monkeypatch.setenv("COURSE_AMP_DTYPE", "fp8")
-    with pytest.raises(ValueError, match="float16 or bfloat16"):
-        amp_dtype(torch.device("cuda"))
 
 
 def test_fit_compiles_on_request_and_saves_the_plain_keys(monkeypatch, tmp_path):
@@ -554,3 +522,65 @@ def test_atomic_write_leaves_the_file_whole_or_as_it_was(tmp_path):
     assert len(writers) == 1 and not others, (
         f"write shared files with course.runstate.atomic_write: {others}"
     )
+
+
+def test_one_device_rule_for_every_loop(monkeypatch):
+    """An explicit device wins; otherwise the process's device (the GPU under torchrun,
+    else CUDA, MPS, the CPU) for fit, evaluate, predict and train_steps alike."""
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(train, "process_device", lambda: torch.device("meta"))
+    assert train.resolve_device() == torch.device("meta")
+    assert train.resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_evaluate_and_predict_give_the_model_back_as_it_was(dtype):
+    """A model that evaluate would place channels_last (a stand-in for a GPU model
+    evaluated on the CPU: place() changes its tensors) gets its own tensors back:
+    same storage, layout, dtype and device; and the same results as a channels_last copy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2)).to(
+        dtype
+    )
+    model(torch.rand(2, 3, 6, 6, dtype=dtype))  # materialise the lazy layer
+    model.eval()
+    before = {
+        k: (v.data_ptr(), v.stride(), v.dtype, v.device) for k, v in model.state_dict().items()
+    }
+    x = torch.rand(8, 3, 6, 6, dtype=dtype)
+    loader = [(x, torch.tensor([0, 1] * 4))]
+    result = evaluate(model, loader, device="cpu", amp=False)
+    outputs, _ = predict(model, loader, device="cpu", amp=False)
+    after = {
+        k: (v.data_ptr(), v.stride(), v.dtype, v.device) for k, v in model.state_dict().items()
+    }
+    assert after == before
+    assert model[0].weight.is_contiguous()  # not left channels_last
+    assert not model.training  # its mode too
+    torch.testing.assert_close(outputs, model(x).float())
+    assert result["loss"] == pytest.approx(
+        nn.functional.cross_entropy(model(x), loader[0][1]).item(), rel=1e-5
+    )
+
+
+def test_fit_keeps_the_model_where_it_trained():
+    """fit (unlike evaluate) places the model for good: it trains it there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 2))
+    x, y = torch.rand(8, 3, 6, 6), torch.randint(0, 2, (8,))
+    fit(
+        model,
+        [(x, y)],
+        epochs=1,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        device="cpu",
+        progress=False,
+    )
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_history_counts_optimizer_steps_and_keeps_them_through_a_checkpoint(tmp_path):
+    model, _, _, history = _run(2, path=tmp_path / "run.pt")
+    assert history.steps == [8, 8]
+    saved = History.from_dict(load_state(tmp_path / "run.pt")["history"])
+    assert saved.steps == [8, 8] and all(isinstance(s, int) for s in saved.steps)

@@ -39,9 +39,10 @@ SETTINGS = {
     "COURSE_SEED": "an integer k: every seed the chapters draw (initial weights, training "
     "order, generated data, splits, torchrun processes) moves by 1000 k, to see which results "
     "hold for another draw; default: 0, the seeds the book was written with",
-    "COURSE_AMP_DTYPE": "float16 or bfloat16: the mixed-precision dtype on CUDA; default: "
-    "bfloat16 where the GPU computes it natively, else float16 (float16 on an H100 "
-    "rehearses a T4's numerics)",
+    "COURSE_AMP": "fp16, bf16 or off: the precision of fit, evaluate and predict when they "
+    "are not told one, on any device; fp16 is float16 autocast with a gradient scaler, a "
+    "T4's numerics (on a CPU too); default: bf16 on GPUs that compute it natively (compute "
+    "capability 8 and later), fp16 on older ones (T4), off (float32) on the CPU",
 }
 
 T = TypeVar("T")
@@ -66,14 +67,36 @@ def profile() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def amp_dtype_override() -> torch.dtype | None:
-    """``$COURSE_AMP_DTYPE`` as a dtype (float16 or bfloat16), or None when unset."""
-    value = os.environ.get("COURSE_AMP_DTYPE", "").strip().lower()
+#: The values of ``$COURSE_AMP``: float16 autocast with a gradient scaler, bfloat16
+#: autocast, or float32 (no autocast).
+AMP_MODES = ("fp16", "bf16", "off")
+
+
+def amp_setting() -> str | None:
+    """``$COURSE_AMP`` (``"fp16"``, ``"bf16"`` or ``"off"``), or None when unset.
+
+    ``course.train.precision`` applies it; this function only reads it.
+
+    Raises:
+        ValueError: ``COURSE_AMP`` holds something else, or the old ``COURSE_AMP_DTYPE``
+            is set (it was replaced by ``COURSE_AMP``; the error says what to set).
+    """
+    old = os.environ.get("COURSE_AMP_DTYPE", "").strip()
+    if old:
+        new = {"float16": "fp16", "bfloat16": "bf16"}.get(old.lower(), "fp16, bf16 or off")
+        raise ValueError(
+            f"COURSE_AMP_DTYPE={old!r} is no longer read: COURSE_AMP replaces it, on every "
+            f"device. Unset COURSE_AMP_DTYPE and set COURSE_AMP={new} instead."
+        )
+    value = os.environ.get("COURSE_AMP", "").strip().lower()
     if not value:
         return None
-    if value not in ("float16", "bfloat16"):
-        raise ValueError(f"COURSE_AMP_DTYPE={value!r}: use float16 or bfloat16 (or unset it)")
-    return getattr(torch, value)
+    if value not in AMP_MODES:
+        raise ValueError(
+            f"COURSE_AMP={os.environ['COURSE_AMP']!r} is not a precision; use "
+            f"{', '.join(AMP_MODES)} (or unset it for the device's default)."
+        )
+    return value
 
 
 #: How far apart the seeds of two values of ``COURSE_SEED`` are: the notebooks draw with

@@ -2,15 +2,20 @@
 
 What a GPU user expects, in one readable file:
 
-- mixed precision on CUDA (bf16 on cards that compute it natively, else fp16
-  with a gradient scaler, see :func:`amp_dtype`); plain float32 on CPU so
-  results there are exact;
+- one mixed-precision policy (:func:`precision`): bf16 on CUDA cards that compute
+  it natively, else fp16 with a gradient scaler; plain float32 on CPU so results
+  there are exact; ``$COURSE_AMP=fp16|bf16|off`` overrides the default on any
+  device (``fp16`` on a CPU rehearses a T4's numerics);
 - channels_last memory format on CUDA and on CPU (faster convolutions on
   tensor cores, and with oneDNN on a laptop's cores, see :func:`channels_last_on`);
 - non-blocking host-to-device copies (overlap with compute when the
   DataLoader uses ``pin_memory=True``);
 - gradient accumulation (``grad_accum_steps``) to reach big batches on one GPU;
-- the scheduler stepped once per optimizer step;
+- the scheduler stepped once per optimizer step taken: a step the gradient scaler
+  skips (float16 overflow) moves neither the weights, nor the schedule, nor the
+  step count (:class:`OptimizerSteps`);
+- one device rule (:func:`resolve_device`); :func:`evaluate` and :func:`predict`
+  give the model back on its device and in its memory format (:func:`placed`);
 - tqdm progress bars;
 - data parallelism under ``torchrun``: the same call trains on every process
   (DistributedDataParallel, each process reading its share of every batch);
@@ -26,8 +31,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from course.config import amp_dtype_override
+from course.config import amp_setting
 from course.distributed import (
     all_rng_states,
     distributed,
@@ -48,7 +53,7 @@ from course.distributed import (
     shard,
 )
 from course.runstate import restore_rng_state, resume_run, save_run
-from course.utils import eval_mode, model_device
+from course.utils import eval_mode
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 BEST_METRICS = ("val_loss", "val_acc")
@@ -57,17 +62,24 @@ BEST_METRICS = ("val_loss", "val_acc")
 class EpochResult(NamedTuple):
     """One training epoch, as :func:`fit` records it: mean loss and accuracy over every
     sample of every process (accuracy NaN when the outputs are not class logits), the
-    seconds spent waiting for the loader, and the seconds of the first step."""
+    seconds spent waiting for the loader, the seconds of the first step, and the number
+    of optimizer steps taken (steps the gradient scaler skipped are not counted)."""
 
     loss: float
     accuracy: float
     data_seconds: float
     first_step: float
+    steps: int = 0
 
 
 @dataclass
 class History:
-    """Per-epoch metrics as plain lists of floats (NaN where not measured)."""
+    """Per-epoch metrics as plain lists of floats (NaN where not measured).
+
+    ``steps``: the optimizer steps taken in each epoch (ints): one per group of
+    ``grad_accum_steps`` batches, less the steps a float16 gradient scaler skipped
+    because the gradients overflowed (:class:`OptimizerSteps`).
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
@@ -76,6 +88,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     data_seconds: list[float] = field(default_factory=list)  # waiting for the loader
+    steps: list[int] = field(default_factory=list)  # optimizer steps taken
 
     @property
     def epochs(self) -> int:
@@ -103,6 +116,7 @@ class History:
         """Append one epoch: its training result, the validation metrics of
         :func:`evaluate` (NaN without a validation set), the lr and the duration."""
         self.train_loss.append(train.loss)
+        self.steps.append(train.steps)
         self.train_acc.append(train.accuracy)
         self.data_seconds.append(train.data_seconds)
         self.val_loss.append(val["loss"] if val is not None else math.nan)
@@ -115,7 +129,9 @@ class History:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Sequence[float]]) -> History:
-        return cls(**{k: [float(v) for v in data.get(k, [])] for k in cls.__dataclass_fields__})
+        history = cls(**{k: [float(v) for v in data.get(k, [])] for k in cls.__dataclass_fields__})
+        history.steps = [int(v) for v in history.steps]
+        return history
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +195,52 @@ def place(model: nn.Module, device: torch.device) -> bool:
     return channels_last
 
 
+@contextmanager
+def placed(model: nn.Module, device: torch.device) -> Iterator[bool]:
+    """:func:`place` ``model`` for a block, then give it back as it was: the same
+    device and memory format, its parameters and buffers the very tensors they were.
+
+    :func:`evaluate` and :func:`predict` use it: evaluating a GPU model on the CPU (or a
+    model in the default layout, which :func:`place` turns channels_last) must not
+    move it or change its layout for good behind the caller's back. Yields whether the
+    images must be channels_last. Nothing is copied back: the original tensors are
+    kept and put back (their values cannot change in an evaluation without gradients).
+    """
+    kept = [
+        (module, kind, name, tensor.data if kind == "_parameters" else tensor)
+        for module in model.modules()
+        for kind in ("_parameters", "_buffers")
+        for name, tensor in getattr(module, kind).items()
+        if tensor is not None
+    ]
+    try:
+        yield place(model, device)
+    finally:
+        for module, kind, name, original in kept:
+            current = getattr(module, kind)[name]
+            if current is None or _same_tensor(current, original):
+                continue
+            if kind == "_parameters":
+                current.data = original
+            else:
+                module._buffers[name] = original
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride()
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """The device a loop computes on: ``device`` when given, else this process's device
+    (:func:`course.distributed.process_device`: its GPU under torchrun, else CUDA, then
+    Apple's MPS, then the CPU).
+
+    The one default of :func:`fit`, :func:`evaluate`, :func:`predict` and
+    :func:`train_steps`: they never disagree on where a model computes.
+    """
+    return torch.device(device) if device is not None else process_device()
+
+
 def _batch_size(target: Any) -> int:
     if isinstance(target, torch.Tensor):
         return target.shape[0]
@@ -200,30 +262,83 @@ def _correct(output: Any, target: Any) -> torch.Tensor | None:
     return None
 
 
-def _autocast(device: torch.device, amp: bool):
-    """Autocast context in :func:`amp_dtype` (or nothing when ``amp`` is off)."""
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+#: What ``fit``, ``evaluate``, ``predict`` and ``train_steps`` accept as ``amp``.
+Amp = bool | str | None
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": torch.float32}
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """The mixed-precision dtype ``fit`` uses on ``device``.
+@dataclass(frozen=True)
+class Precision:
+    """The numerics of a loop on one device: the autocast dtype (float32: no autocast)
+    and whether a gradient scaler guards float16's small range.
 
-    bfloat16 only on GPUs that compute it natively (compute capability >= 8.0:
-    A100, L4, H100, RTX 30xx and later); float16, with a gradient scaler, on
-    older cards such as Colab's and Kaggle's T4 (7.5), where bfloat16 would be
-    emulated and slow (``torch.cuda.is_bf16_supported()`` counts emulation as
-    support, so it is not the test to use). ``$COURSE_AMP_DTYPE`` overrides the
-    choice on CUDA. bfloat16 off CUDA (CPU autocast).
+    Built by :func:`precision`, the one place that decides them; every loop of the
+    package and the benchmarks take their autocast and their scaler from here.
     """
-    if device.type != "cuda":
-        return torch.bfloat16
-    forced = amp_dtype_override()
-    if forced is not None:
-        return forced
-    major, _minor = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        """``"fp16"``, ``"bf16"`` or ``"off"``, as ``$COURSE_AMP`` spells it."""
+        return {v: k for k, v in _DTYPES.items()}[self.dtype]
+
+    @property
+    def scaled(self) -> bool:
+        """float16 gradients underflow without loss scaling; bfloat16 has float32's range."""
+        return self.dtype == torch.float16
+
+    def autocast(self) -> AbstractContextManager:
+        """The forward pass's context: autocast in :attr:`dtype`, or nothing for float32."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A new gradient scaler for a training run, enabled for float16 only (a disabled
+        one passes ``step`` straight to the optimizer). On the CPU too, since torch 2.3."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.scaled)
+
+
+def precision(device: torch.device | str, amp: Amp = None) -> Precision:
+    """The :class:`Precision` of a loop on ``device`` given its ``amp`` argument.
+
+    - ``"fp16"``: float16 autocast with a gradient scaler (a T4's numerics, also on a CPU);
+    - ``"bf16"``: bfloat16 autocast, no scaler;
+    - ``False`` (or ``"off"``): float32, no autocast;
+    - ``True``: the device's mixed precision: bf16 on GPUs that compute it natively
+      (compute capability >= 8.0: A100, L4, H100, RTX 30xx and later), fp16 on older
+      cards such as Colab's and Kaggle's T4 (7.5), where bf16 would be emulated and
+      slow (``torch.cuda.is_bf16_supported()`` counts emulation as support, so it is
+      not the test to use); bf16 elsewhere (CPU autocast);
+    - ``None``: ``$COURSE_AMP`` when set (:func:`course.config.amp_setting`), else the
+      device's default: its mixed precision (above) on CUDA, float32 elsewhere, so
+      that results on a CPU are exact.
+
+    An explicit argument wins over ``$COURSE_AMP``, which replaces the default only.
+    """
+    device = torch.device(device)
+    setting = amp_setting()  # read even when unused: a stale COURSE_AMP_DTYPE is reported
+    if amp is None:
+        amp = setting if setting is not None else device.type == "cuda"
+    if amp is True:
+        amp = "bf16"
+        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+            amp = "fp16"
+    elif amp is False:
+        amp = "off"
+    if not isinstance(amp, str) or amp not in _DTYPES:
+        raise ValueError(
+            f"amp={amp!r}: use 'fp16', 'bf16', False (float32), True (the device's mixed "
+            "precision) or None (the default, or $COURSE_AMP)"
+        )
+    return Precision(device, _DTYPES[amp])
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of the default :func:`precision` on ``device`` (float32: none)."""
+    return precision(device).dtype
 
 
 # ---------------------------------------------------------------------------
@@ -237,22 +352,23 @@ def evaluate(
     loader: Iterable,
     loss_fn: LossFn = nn.functional.cross_entropy,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
+    amp: Amp = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over ``loader`` in eval mode.
 
     Returns ``{"loss": float, "accuracy": float}``; accuracy is NaN when the
-    outputs are not class logits. The model's train/eval mode is restored.
+    outputs are not class logits. ``device``: :func:`resolve_device`; ``amp``:
+    :func:`precision`. The model is given back as it was: its train/eval mode,
+    its device and its memory format (:func:`placed`).
     """
-    device = torch.device(device) if device is not None else model_device(model)
-    channels_last = place(model, device)
-    amp = device.type == "cuda" if amp is None else amp
+    device = resolve_device(device)
+    numerics = precision(device, amp)
     total_loss, total_correct, total_seen, accuracy_known = 0.0, 0, 0, True
-    with eval_mode(model):
+    with placed(model, device) as channels_last, eval_mode(model):
         for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
             x, y = to_device(x, device, channels_last), to_device(y, device)
-            with _autocast(device, amp):
+            with numerics.autocast():
                 output = model(x)
                 loss = loss_fn(output, y)
             n = _batch_size(y)
@@ -285,7 +401,7 @@ def predict(
     model: nn.Module,
     loader: Iterable,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
+    amp: Amp = None,
     postprocess: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, Any]:
     """All outputs and targets of ``loader``, gathered on the CPU (floats in float32).
@@ -294,15 +410,15 @@ def predict(
     what a confusion matrix needs. ``postprocess`` maps each batch's raw output
     first, e.g. a detector's decoder, which turns heatmaps into one dict of boxes,
     scores and labels per image; per-image lists (detections, detection targets)
-    are chained into one list, tensors concatenated. The model's mode is restored.
+    are chained into one list, tensors concatenated. ``device`` and ``amp`` as in
+    :func:`evaluate`; the model is given back as it was (mode, device, layout).
     """
-    device = torch.device(device) if device is not None else model_device(model)
-    channels_last = place(model, device)
-    amp = device.type == "cuda" if amp is None else amp
+    device = resolve_device(device)
+    numerics = precision(device, amp)
     outputs, targets = [], []
-    with eval_mode(model):
+    with placed(model, device) as channels_last, eval_mode(model):
         for x, y in loader:
-            with _autocast(device, amp):
+            with numerics.autocast():
                 out = model(to_device(x, device, channels_last))
             out = map_tensors(out, _float32)  # mixed-precision outputs back to float32
             if postprocess is not None:
@@ -331,7 +447,7 @@ def fit(
     scheduler: Any = None,
     loss_fn: LossFn = nn.functional.cross_entropy,
     device: torch.device | str | None = None,
-    amp: bool | None = None,
+    amp: Amp = None,
     grad_accum_steps: int = 1,
     checkpoint_path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -348,14 +464,20 @@ def fit(
             lists, tuples or dicts.
         val_loader: evaluated after every epoch when given.
         optimizer: built over ``model``'s parameters.
-        scheduler: stepped after every optimizer step (not every epoch).
-        device: defaults to :func:`course.utils.get_device`.
-        amp: mixed precision; defaults to True on CUDA, False elsewhere.
+        scheduler: stepped after every optimizer step taken (not every epoch, and
+            not after a step the gradient scaler skipped: :class:`OptimizerSteps`).
+        device: :func:`resolve_device` (this process's GPU, else CUDA, MPS or the CPU).
+        amp: the precision, see :func:`precision`: ``"fp16"``, ``"bf16"``, ``False``
+            (float32), ``True`` (the device's mixed precision) or ``None`` (default:
+            ``$COURSE_AMP``, else mixed precision on CUDA and float32 elsewhere).
+            Validation runs in the same precision.
         grad_accum_steps: micro-batches whose gradients are summed before one
             optimizer step. Each micro-batch loss is divided by the number of
             micro-batches in its group, so k micro-batches of n samples step
             like one batch of k*n samples (exactly, for a model without
-            batch statistics).
+            batch statistics). Under torchrun the gradients are averaged over
+            the processes once per group, on its last micro-batch (``no_sync``
+            on the others).
         checkpoint_path: written atomically after every epoch; when the file
             already exists, training resumes from it.
         progress: show tqdm bars.
@@ -376,7 +498,8 @@ def fit(
             :class:`course.detection.BatchDetectionAugmentation`).
 
     ``History.data_seconds`` is the time spent waiting for the training loader:
-    its share of ``History.seconds`` says whether the GPU starves for data.
+    its share of ``History.seconds`` says whether the GPU starves for data;
+    ``History.steps`` counts the optimizer steps taken (the progress bar shows them).
 
     Under ``torchrun`` (a process group initialised, :func:`distributed`), every
     process calls ``fit`` alike: the model is wrapped in DistributedDataParallel
@@ -388,13 +511,10 @@ def fit(
     is then the process's GPU (``LOCAL_RANK``), or the CPU.
     """
     _check_fit_arguments(epochs, grad_accum_steps, keep_best, val_loader)
-    device = torch.device(device) if device is not None else process_device()
+    device = resolve_device(device)
+    numerics = precision(device, amp)
     channels_last = place(model, device)
-    amp = device.type == "cuda" if amp is None else amp
-    # fp16 gradients underflow without loss scaling; bf16 has float32's range.
-    scaler = torch.amp.GradScaler(
-        device.type, enabled=amp and device.type == "cuda" and amp_dtype(device) == torch.float16
-    )
+    scaler = numerics.scaler()
     progress = progress and is_main_process()
 
     history, start_epoch, best_state = History(), 0, None
@@ -414,59 +534,68 @@ def fit(
             print(f"Resuming from {checkpoint_path} after epoch {start_epoch}/{epochs}.")
 
     net = model  # what trains: model itself, or wrapped in DDP and/or compiled
+    no_sync: Callable[[], AbstractContextManager] = nullcontext
     if distributed():
         train_loader = shard(train_loader)
         ids = [device] if device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        no_sync = net.no_sync  # gradients averaged on a group's last micro-batch only
     if compile:
         net = torch.compile(net)  # the checkpoint keeps saving `model`: the same keys
 
+    steps = OptimizerSteps(optimizer, scaler, scheduler)
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", disable=not progress)
     compiling = math.nan  # the first step of this call: it includes the compilation
-    for epoch in epoch_bar:
-        start = time.perf_counter()
-        if distributed():
-            train_loader.sampler.set_epoch(epoch)  # the same new shuffle on every process
-        train = _train_one_epoch(
-            net,
-            train_loader,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            loss_fn=loss_fn,
-            device=device,
-            channels_last=channels_last,
-            amp=amp,
-            scaler=scaler,
-            grad_accum_steps=grad_accum_steps,
-            augment=augment,
-            progress=progress,
-            desc=f"epoch {epoch + 1}/{epochs}",
-        )
-        val = None
-        if val_loader is not None:
-            val = evaluate(model, val_loader, loss_fn=loss_fn, device=device, amp=amp)
-        lr = float(optimizer.param_groups[0]["lr"])
-        history.record(train, val, lr, seconds=time.perf_counter() - start)
-        if keep_best is not None and history.best_epoch(keep_best) == epoch + 1:
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        compiling = train.first_step if epoch == start_epoch else compiling
-        epoch_bar.set_postfix(_postfix(train, val, compiling if compile else None))
-        if checkpoint_path is not None:
-            rng = all_rng_states(train_loader)  # every process takes part
-            if is_main_process():
-                save_run(
-                    checkpoint_path,
-                    model=model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    scaler=scaler,
-                    epoch=epoch + 1,
-                    history=history.to_dict(),
-                    rng=rng,
-                    best_model=best_state,
-                )
+    try:
+        for epoch in epoch_bar:
+            start = time.perf_counter()
             if distributed():
-                dist.barrier()  # no process goes on before the checkpoint is complete
+                train_loader.sampler.set_epoch(epoch)  # the same new shuffle everywhere
+            train = _train_one_epoch(
+                net,
+                train_loader,
+                steps=steps,
+                loss_fn=loss_fn,
+                device=device,
+                channels_last=channels_last,
+                numerics=numerics,
+                grad_accum_steps=grad_accum_steps,
+                no_sync=no_sync,
+                augment=augment,
+                progress=progress,
+                desc=f"epoch {epoch + 1}/{epochs}",
+            )
+            val = None
+            if val_loader is not None:
+                val = evaluate(model, val_loader, loss_fn, device=device, amp=numerics.name)
+            lr = float(optimizer.param_groups[0]["lr"])
+            history.record(train, val, lr, seconds=time.perf_counter() - start)
+            if keep_best is not None and history.best_epoch(keep_best) == epoch + 1:
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+            compiling = train.first_step if epoch == start_epoch else compiling
+            epoch_bar.set_postfix(
+                _postfix(train, val, sum(history.steps), compiling if compile else None)
+            )
+            if checkpoint_path is not None:
+                rng = all_rng_states(train_loader)  # every process takes part
+                if is_main_process():
+                    save_run(
+                        checkpoint_path,
+                        model=model,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        scaler=scaler,
+                        epoch=epoch + 1,
+                        history=history.to_dict(),
+                        rng=rng,
+                        best_model=best_state,
+                    )
+                if distributed():
+                    dist.barrier()  # no process goes on before the checkpoint is complete
+    finally:
+        steps.close()
     if keep_best is not None and best_state is not None:
         model.load_state_dict(best_state)
         if progress:
@@ -488,30 +617,91 @@ def _check_fit_arguments(
 
 
 def _postfix(
-    train: EpochResult, val: Mapping[str, float] | None, first_step: float | None
+    train: EpochResult, val: Mapping[str, float] | None, steps: int, first_step: float | None
 ) -> dict[str, str]:
-    """The epoch bar's summary; with ``torch.compile``, the duration of the call's
-    first step, which includes the compilation."""
+    """The epoch bar's summary: loss, validation accuracy, the optimizer steps taken so
+    far, and with ``torch.compile`` the duration of the call's first step, which
+    includes the compilation."""
     postfix = {"loss": f"{train.loss:.3f}"}
     if val is not None:
         postfix["val_acc"] = f"{val['accuracy']:.3f}"
+    postfix["steps"] = str(steps)
     if first_step is not None:
         postfix["first step (compiling)"] = f"{first_step:.1f} s"
     return postfix
+
+
+class OptimizerSteps:
+    """Steps an optimizer through its gradient scaler, then the scheduler, but only
+    after a step the optimizer really took; :attr:`count` counts those steps.
+
+    A float16 gradient scaler skips the optimizer's step when the gradients overflowed
+    (and halves its scale): the weights stay as they were, and so must the learning
+    rate, the schedule and the step count. (Hugging Face accelerate does the same;
+    PyTorch warns only when the very first step is skipped, so silence proves nothing.)
+
+    No wait for the GPU is added: ``scaler.step`` already reads on the host whether the
+    gradients are finite (its one synchronisation) and calls ``optimizer.step()`` only
+    if they are; an optimizer hook (``register_step_post_hook``) sees the call. A fused
+    optimizer (``fused=True``) is called either way and skips on the device: for it the
+    scale before and after ``scaler.update()`` is compared, one more synchronisation.
+
+    Under torchrun every process skips alike: DDP averages the gradients over the
+    processes before the scaler looks at them, so an overflow on one process is an
+    overflow on all (an infinite or NaN term makes the average infinite or NaN).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        scheduler: Any = None,
+    ) -> None:
+        self.optimizer, self.scaler, self.scheduler = optimizer, scaler, scheduler
+        self.count = 0
+        self._called = False
+        self._skips_on_device = scaler.is_enabled() and getattr(
+            optimizer, "_step_supports_amp_scaling", False
+        )
+        self._scale = scaler.get_scale() if self._skips_on_device else 0.0
+        self._hook = optimizer.register_step_post_hook(self._on_step)
+
+    def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._called = True
+
+    def step(self) -> bool:
+        """One optimizer step on the gradients accumulated so far, which are then cleared;
+        the scheduler steps only if the optimizer did. Returns whether it did."""
+        self._called = False
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        stepped = self._called
+        if self._skips_on_device:
+            scale = self.scaler.get_scale()
+            stepped, self._scale = scale >= self._scale, scale  # a skip lowers the scale
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            self.count += 1
+            if self.scheduler is not None:
+                self.scheduler.step()
+        return stepped
+
+    def close(self) -> None:
+        """Remove the hook from the optimizer."""
+        self._hook.remove()
 
 
 def _train_one_epoch(
     model: nn.Module,
     loader: Iterable,
     *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    steps: OptimizerSteps,
     loss_fn: LossFn,
     device: torch.device,
     channels_last: bool,
-    amp: bool,
-    scaler: torch.amp.GradScaler,
+    numerics: Precision,
     grad_accum_steps: int,
+    no_sync: Callable[[], AbstractContextManager],
     augment: Callable[[Any, Any], tuple[Any, Any]] | None,
     progress: bool,
     desc: str,
@@ -520,13 +710,16 @@ def _train_one_epoch(
 
     A diverged run is not stopped: its loss is recorded as NaN or Inf, which
     is itself a result (chapter 1 trains at learning rates that diverge).
+    ``no_sync()`` wraps every micro-batch but the last of its group (DDP's: no
+    averaging of gradients over the processes until the group is complete).
     """
     model.train()
     num_batches = len(loader)  # type: ignore[arg-type]
     total_loss: Any = 0.0
     total_correct: Any = 0
     total_seen, accuracy_known = 0, True
-    optimizer.zero_grad(set_to_none=True)
+    steps_before = steps.count
+    steps.optimizer.zero_grad(set_to_none=True)
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
     data_seconds, first_step = 0.0, math.nan
     batches = iter(bar)
@@ -542,16 +735,14 @@ def _train_one_epoch(
                 x = x.contiguous(memory_format=torch.channels_last)
         group_start = (i // grad_accum_steps) * grad_accum_steps
         group_size = min(grad_accum_steps, num_batches - group_start)
-        with _autocast(device, amp):
-            output = model(x)
-            loss = loss_fn(output, y)
-        scaler.scale(loss / group_size).backward()
-        if i - group_start + 1 == group_size:  # last micro-batch of its group
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
+        last_of_group = i - group_start + 1 == group_size
+        with nullcontext() if last_of_group else no_sync():
+            with numerics.autocast():
+                output = model(x)
+                loss = loss_fn(output, y)
+            steps.scaler.scale(loss / group_size).backward()
+        if last_of_group:
+            steps.step()
         if i == 0:
             first_step = time.perf_counter() - waiting
 
@@ -565,12 +756,14 @@ def _train_one_epoch(
         else:
             total_correct = total_correct + correct
         if progress and i % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", steps=steps.count)
     if total_seen == 0:
         raise ValueError("the training loader is empty")
     total_loss, total_correct, total_seen = global_sums(total_loss, total_correct, total_seen)
     accuracy = total_correct / total_seen if accuracy_known else math.nan
-    return EpochResult(total_loss / total_seen, accuracy, data_seconds, first_step)
+    return EpochResult(
+        total_loss / total_seen, accuracy, data_seconds, first_step, steps.count - steps_before
+    )
 
 
 def train_steps(
@@ -582,33 +775,44 @@ def train_steps(
     loss_fn: LossFn = nn.functional.cross_entropy,
     device: torch.device | str | None = None,
     progress: bool = False,
+    amp: Amp = False,
 ) -> list[float]:
     """``steps`` optimizer steps, cycling over ``loader``; returns the loss of every step.
 
     The short, step-level loop that learning-rate experiments need: a run
     that diverges stops early and its remaining losses are ``inf``, so curves
-    of different runs keep the same length. Plain float32 (no AMP).
+    of different runs keep the same length. ``device``: :func:`resolve_device`.
+
+    Plain float32 unless asked (``amp``, as in :func:`precision`): the default is
+    ``False``, not the device's, because these experiments compare curves and the
+    step where a run diverges; ``$COURSE_AMP`` does not change it (a T4 runs it in
+    float32 too). With ``amp="fp16"`` a step the scaler skips is still one of the
+    ``steps`` (its loss is recorded) but the scheduler waits (:class:`OptimizerSteps`).
     """
-    device = torch.device(device) if device is not None else model_device(model)
+    device = resolve_device(device)
+    numerics = precision(device, amp)
     channels_last = place(model, device)
+    stepper = OptimizerSteps(optimizer, numerics.scaler(), scheduler)
     model.train()
     losses: list[float] = []
     batches = iter(loader)
-    for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress):
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        x = to_device(x, device, channels_last=channels_last)
-        loss = loss_fn(model(x), to_device(y, device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            losses += [math.inf] * (steps - len(losses))
-            break
+    try:
+        for _ in tqdm(range(steps), desc="steps", leave=False, disable=not progress):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            x = to_device(x, device, channels_last=channels_last)
+            with numerics.autocast():
+                loss = loss_fn(model(x), to_device(y, device))
+            optimizer.zero_grad(set_to_none=True)
+            stepper.scaler.scale(loss).backward()
+            stepper.step()
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                losses += [math.inf] * (steps - len(losses))
+                break
+    finally:
+        stepper.close()
     return losses
