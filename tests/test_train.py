@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import course.train as train
+from course.config import run_seed
 from course.runstate import load_state, save_state
 from course.train import History, evaluate, fit, predict
 
@@ -395,8 +396,11 @@ def test_fit_under_torchrun_equals_one_process_with_the_global_batch(tmp_path):
     net, (x, y) = ddp_fit.model(), ddp_fit.data().tensors
     optimizer = torch.optim.SGD(net.parameters(), lr=ddp_fit.LR)
     global_batch = 2 * ddp_fit.BATCH_PER_PROCESS
-    for epoch in range(2):  # DistributedSampler: one permutation per epoch, seed 0 + epoch
-        order = torch.randperm(ddp_fit.SAMPLES, generator=torch.Generator().manual_seed(epoch))
+    for epoch in range(
+        2
+    ):  # DistributedSampler: a permutation per epoch, seeded run_seed(0) + epoch
+        generator = torch.Generator().manual_seed(run_seed(0) + epoch)
+        order = torch.randperm(ddp_fit.SAMPLES, generator=generator)
         for i in range(0, ddp_fit.SAMPLES, global_batch):
             batch = order[i : i + global_batch]
             loss = nn.functional.cross_entropy(net(x[batch]), y[batch])

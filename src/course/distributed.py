@@ -52,10 +52,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-# The old name, until course.train imports is_distributed (it is the only caller left).
-distributed = is_distributed
-
-
 def is_main_process() -> bool:
     """Rank 0 under torchrun (the process that prints and writes files); True otherwise."""
     return not is_distributed() or dist.get_rank() == 0

@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 from course.config import amp_setting
 from course.distributed import (
     all_rng_states,
-    distributed,
     global_sums,
+    is_distributed,
     is_main_process,
     own_rng_state,
     process_device,
@@ -501,7 +501,7 @@ def fit(
     its share of ``History.seconds`` says whether the GPU starves for data;
     ``History.steps`` counts the optimizer steps taken (the progress bar shows them).
 
-    Under ``torchrun`` (a process group initialised, :func:`distributed`), every
+    Under ``torchrun`` (a process group initialised, :func:`is_distributed`), every
     process calls ``fit`` alike: the model is wrapped in DistributedDataParallel
     (gradients averaged over the processes during backward), the training loader
     is sharded (:func:`shard`, a new shuffle each epoch), the training metrics are
@@ -535,7 +535,7 @@ def fit(
 
     net = model  # what trains: model itself, or wrapped in DDP and/or compiled
     no_sync: Callable[[], AbstractContextManager] = nullcontext
-    if distributed():
+    if is_distributed():
         train_loader = shard(train_loader)
         ids = [device] if device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -549,7 +549,7 @@ def fit(
     try:
         for epoch in epoch_bar:
             start = time.perf_counter()
-            if distributed():
+            if is_distributed():
                 train_loader.sampler.set_epoch(epoch)  # the same new shuffle everywhere
             train = _train_one_epoch(
                 net,
@@ -592,7 +592,7 @@ def fit(
                         rng=rng,
                         best_model=best_state,
                     )
-                if distributed():
+                if is_distributed():
                     dist.barrier()  # no process goes on before the checkpoint is complete
     finally:
         steps.close()

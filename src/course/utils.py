@@ -38,6 +38,11 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     ``run_seed`` is ``seed`` itself unless ``$COURSE_SEED`` asks for another draw
     (:func:`course.config.run_seed`). Returns a CPU ``torch.Generator`` seeded the
     same way, handy for ``DataLoader(generator=...)`` and ``random_split``.
+
+    It also sets ``$PYTHONHASHSEED``, which does nothing to this interpreter (its string
+    hashes were fixed when it started) but fixes them in the interpreters it starts:
+    DataLoader workers under the spawn start method (macOS, Windows), subprocesses,
+    ``torchrun`` launched from a notebook. Forked workers share this interpreter's hashes.
     """
     seed = run_seed(seed)
     random.seed(seed)
@@ -45,6 +50,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+    # Not for this interpreter but for those it starts (see the docstring).
     os.environ["PYTHONHASHSEED"] = str(seed)
     return torch.Generator().manual_seed(seed)
 
