@@ -40,15 +40,17 @@ precision, the single source of the book's GPU numbers::
         "device": "NVIDIA H100 80GB HBM3",  # torch.cuda.get_device_name(), or "cpu"
         "date": "2026-12-07T09:12:03Z",  # UTC, when the part finished
         "commit": "910d972...",          # git rev-parse HEAD of the measured tree
-        "notebook_sha": "ab12...",       # sha256 hex of the notebook file's bytes
+        "notebook_sha": "ab12cd34ef56",  # book/_ext/stamp.py's hash of the code cells
         "passed": true,                  # every cell ran, every assert held
         "amp": "bf16",                   # the precision of the run (COURSE_AMP's spelling)
         "profile": "gpu", "cpus": 2,
         "fp16": {"seconds": ..., "peak_gpu_bytes": ..., "passed": ...}  # once measured
     }}
 
-A chapter whose notebook's sha256 differs from ``notebook_sha`` changed after it was
-measured. ``--dry-run`` runs every part on the CPU at smoke sizes (``COURSE_PROFILE=smoke``,
+A chapter whose code hash (``stamp.notebook_sha``) differs from ``notebook_sha`` changed
+after it was measured; the chapter's stamp then says so by itself.
+
+``--dry-run`` runs every part on the CPU at smoke sizes (``COURSE_PROFILE=smoke``,
 tiny benchmark sizes) with a small stand-in notebook in place of the chapters, unless
 ``--notebooks`` names some, and without ``torch.compile`` (which takes minutes on a
 2-core CPU), so that ``make test`` keeps the script working between loans in about two
@@ -59,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -206,12 +207,17 @@ def _commit() -> str:
 
 
 def notebook_sha(path: Path) -> str:
-    """The sha256 (hex) of a notebook file's bytes: what ``notebook_sha`` records."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The content hash of the notebook's code, as the chapters' stamps compute it
+    (book/_ext/stamp.py's ``notebook_sha``: the code cells but the install cell), so that
+    a change of prose does not mark a GPU figure as stale and a change of code does."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import stamp
+
+    return stamp.notebook_sha(json.loads(path.read_text()))
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write(path: Path, text: str) -> None:
