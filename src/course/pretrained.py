@@ -57,7 +57,7 @@ from course.weights import (
 
 #: Bump when the synthetic pretraining or the classifiers cached from it change: the
 #: cache files carry it in their names, so old files are never served again.
-CACHE_VERSION = 3
+CACHE_VERSION = 2
 
 
 # ---------------------------------------------------------------------------
