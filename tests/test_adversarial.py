@@ -1,4 +1,4 @@
-"""Chapter 4: FGSM, PGD, patches and adversarial training."""
+"""Chapter 4: FGSM, PGD, patches and adversarial training (an attack as fit's augmentation)."""
 
 import pytest
 import torch
@@ -6,17 +6,18 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from course.adversarial import (
+    AdversarialAugmentation,
     accuracy_under_attack,
     apply_patch,
     fgsm,
     flip_rate,
     pgd,
     pgd_attack,
-    train_adversarially,
     train_patch,
 )
 from course.data import Normalize, make_shapes
 from course.models import SmallCNN
+from course.train import fit
 
 
 def linear_model(seed=0):
@@ -154,28 +155,76 @@ def test_trained_patch_pushes_towards_its_target(trained_cnn):
     assert hit > base + 0.2
 
 
-def test_adversarial_training_trains_on_attacked_images_and_lowers_its_loss():
-    """Every training step sees the FGSM images of the current model, within eps of the
-    clean ones and not equal to them; the loss on them falls."""
+def test_adversarial_training_through_fit_trains_on_attacked_images_and_lowers_its_loss():
+    """fit with AdversarialAugmentation: every training step sees the attacked images of
+    the current model, within eps of the clean ones and not equal to them, in training
+    mode; the attack itself runs in eval mode, so BN's running statistics are updated
+    once per step (by the training step), never by the attack; the loss falls."""
     torch.manual_seed(0)
     data = make_shapes(256, image_size=16, seed=0, colored=False)
     model = SmallCNN(channels=(16, 32))
-    seen = []
+    seen, attack_modes = [], []
 
     def record(module, inputs):
-        if module.training:  # the training step, not the attack (which runs in eval mode)
+        if module.training:  # the training step
             seen.append(inputs[0].detach().clone())
+        else:  # the attack's forward passes
+            attack_modes.append(module.training)
 
     model.register_forward_pre_hook(record)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = DataLoader(data, batch_size=64, shuffle=False)
-    losses = train_adversarially(model, loader, optimizer, epochs=4, eps=4 / 255, progress=False)
-    assert len(losses) == 4 and losses[-1] < losses[0]
-    assert len(seen) == 4 * 4
+    augment = AdversarialAugmentation(model, eps=4 / 255)
+    history = fit(
+        model,
+        loader,
+        epochs=4,
+        optimizer=optimizer,
+        augment=augment,
+        device="cpu",
+        progress=False,
+    )
+    assert history.epochs == 4 and history.train_loss[-1] < history.train_loss[0]
+    assert len(seen) == 4 * 4 and len(attack_modes) == 4 * 4  # FGSM: one pass per step
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batchnorms and all(int(m.num_batches_tracked) == 4 * 4 for m in batchnorms)
     x_clean = torch.cat([x for x, _ in loader])
     for batch, x_adv in enumerate(seen[:4]):  # first epoch: batches in loader order
         delta = x_adv - x_clean[64 * batch : 64 * (batch + 1)]
         assert delta.abs().max() <= 4 / 255 + 1e-6 and delta.abs().max() > 2 / 255
+        assert 0 <= x_adv.min() and x_adv.max() <= 1
+
+
+def test_adversarial_augmentation_is_pgd_of_the_current_model_and_leaves_it_as_it_was(
+    trained_cnn,
+):
+    """With steps > 1 the augmentation is course.adversarial.pgd (alpha = 2.5 eps /
+    steps, random start from torch's global generator, which fit's checkpoints save):
+    the same images from the same generator state; the model keeps its mode and its
+    parameters' .grad."""
+    model, data = trained_cnn
+    x, y = data.tensors
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.train()
+    augment = AdversarialAugmentation(model, eps=8 / 255, steps=3)
+    assert augment.alpha == pytest.approx(2.5 * 8 / 255 / 3)
+    torch.manual_seed(5)
+    got, labels = augment(x[:32], y[:32])
+    torch.manual_seed(5)
+    want = pgd(model, x[:32], y[:32], 8 / 255, augment.alpha, 3)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert labels is y[:32] or torch.equal(labels, y[:32])
+    assert model.training
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert not got.requires_grad
+    fast = AdversarialAugmentation(model, eps=8 / 255)
+    assert fast.steps == 1 and fast.alpha == pytest.approx(1.25 * 8 / 255)  # Wong et al.
+    model.eval()
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        AdversarialAugmentation(model, eps=8 / 255, steps=0)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        AdversarialAugmentation(model, eps=-1.0)
 
 
 def test_attacks_refuse_images_outside_the_pixel_range_and_negative_budgets():
@@ -191,31 +240,3 @@ def test_attacks_refuse_images_outside_the_pixel_range_and_negative_budgets():
         fgsm(model, x, y, -8 / 255)
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         pgd(model, x, y, 8 / 255, -1 / 255, 3)
-
-
-def test_chapter4_classifier_cache_is_keyed_by_weights_and_data(tmp_path, monkeypatch, web):
-    """Switching from the synthetic fallback to ImageNet weights (or to other photos)
-    trains a new classifier instead of serving the old one."""
-    import torchvision
-
-    from course.adversarial import cached_hornet_classifier
-    from course.data.hornets import HornetRecipe, make_synthetic_hornets
-
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("COURSE_PROFILE", "smoke")
-    make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
-    kwargs = dict(recipe=HornetRecipe(0.01, 64, 1), head_epochs=1, progress=False)
-    _, _, offline = cached_hornet_classifier(**kwargs)
-    assert "synthetic insect task" in offline and "trained and saved" in offline
-    assert "real photos" in offline
-    _, _, again = cached_hornet_classifier(**kwargs)
-    assert "loaded from" in again
-    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    weights.parent.mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), weights)
-    _, data, imagenet = cached_hornet_classifier(**kwargs)
-    assert "ImageNet-1k weights" in imagenet and "trained and saved" in imagenet
-    assert data.images.shape[-1] == 64  # photos: the larger size, with either weights
-    assert len(list((tmp_path / "cache").glob("hornet_classifier_*.pt"))) == 2

@@ -252,7 +252,7 @@ def test_hornet_loader_finds_what_torchvision_imagefolder_finds(tmp_path):
 
 def test_linear_probe_trains_the_head_only():
     from course.data.hornets import HornetData
-    from course.finetune import train_linear_probe
+    from course.pretrained import train_linear_probe
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
@@ -271,3 +271,69 @@ def test_linear_probe_trains_the_head_only():
     assert changed == {"fc.weight", "fc.bias"}
     assert history.epochs == 20 and history.train_loss[-1] < 0.5 * history.train_loss[0]
     assert history.val_acc[-1] == 1.0
+
+
+def test_chapter3_classifier_is_cached_once_keyed_by_weights_data_and_split(
+    tmp_path, monkeypatch, web
+):
+    """hornet_classifier: chapter 3 passes its data and backbone, chapter 4 nothing; both
+    get the same model from one cache file. Other weights (ImageNet instead of the
+    synthetic stand-in) or another split train a new classifier instead of serving the
+    old one."""
+    import torchvision
+
+    from course.data.hornets import HornetRecipe
+    from course.pretrained import hornet_classifier, recipe_backbone
+
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    make_synthetic_hornets(tmp_path / "data", scale=0.01, size=64, progress=False)  # "photos"
+    recipe = HornetRecipe(0.01, 64, 1, epochs=2, batch_size=4)
+    first = hornet_classifier(recipe, progress=False)  # as chapter 4 calls it
+    assert "synthetic insect task" in first.description and "trained and saved" in first.description
+    assert "real photos" in first.description and first.history.epochs == 2
+    assert not first.model.training and first.model(torch.rand(3, 3, 64, 64)).shape == (3, 2)
+    data = recipe.load_data(64, progress=False)  # as chapter 3 calls it
+    backbone, _ = recipe_backbone(recipe, progress=False)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    again = hornet_classifier(recipe, data=data, backbone=backbone, progress=False)
+    assert "loaded from" in again.description and again.history == first.history
+    pairs = zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True)
+    for (k, a), b in pairs:
+        assert torch.equal(a, b), k
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())  # a copy
+    resplit = copy.copy(data)
+    resplit.val, resplit.test = data.test, data.val
+    assert resplit.fingerprint() != data.fingerprint()  # the split is part of the key
+    fewer = HornetRecipe(0.01, 64, 1, max_images=20, epochs=2, batch_size=4)
+    assert "trained and saved" in hornet_classifier(fewer, progress=False).description
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    imagenet = hornet_classifier(recipe, progress=False)
+    assert "ImageNet-1k weights" in imagenet.description
+    assert "trained and saved" in imagenet.description
+    assert imagenet.data.images.shape[-1] == 64  # photos: the larger size, with either weights
+    assert len(list((tmp_path / "cache").glob("hornet_classifier_*.pt"))) == 3
+
+
+def test_one_cache_trains_once_and_keeps_plain_data_beside_the_weights(tmp_path):
+    from course.pretrained import train_once
+
+    calls = []
+
+    def train():
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(0.5)
+        return {"history": {"train_loss": [1.0, 0.5]}}
+
+    model = nn.Linear(2, 2)
+    kept, how = train_once(tmp_path / "m.pt", model, train)
+    assert "trained and saved" in how and kept["history"]["train_loss"] == [1.0, 0.5]
+    model = nn.Linear(2, 2)
+    kept, how = train_once(tmp_path / "m.pt", model, train)
+    assert "loaded from" in how and len(calls) == 1
+    assert kept == {"history": {"train_loss": [1.0, 0.5]}} and (model.weight == 0.5).all()

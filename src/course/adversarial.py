@@ -1,4 +1,5 @@
-"""Adversarial examples: FGSM, PGD, adversarial patches and adversarial training (chapter 4).
+"""Adversarial examples: FGSM, PGD, adversarial patches, and attacks as training augmentation
+(chapter 4).
 
 Every attack works in **pixel space**: images are in [0, 1] and the model
 normalises them itself (``nn.Sequential(Normalize(...), net)``), so the
@@ -11,6 +12,10 @@ FGSM (Goodfellow et al., 2015), one step along the sign of the gradient:
 
 PGD (Madry et al., 2018): repeat smaller steps of size alpha, projecting back
 into the L-infinity ball of radius eps around x (and into [0, 1]) after each.
+
+Adversarial training is ``course.train.fit`` with an attack as its augmentation
+(:class:`AdversarialAugmentation`). The classifier chapter 4 attacks is chapter 3's,
+``course.pretrained.hornet_classifier``.
 
 The attacks leave the model as they found it: they run it in eval mode (BN
 with its running statistics, no dropout), restore its mode, and compute the
@@ -29,21 +34,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course.check import Report, compare, run_checks
-from course.config import cache_dir, data_paths, run_seed
-from course.data.hornets import (
-    HornetData,
-    HornetRecipe,
-    hornet_image_size,
-    hornet_recipe,
-    load_hornet_data,
-)
-from course.data.normalize import with_imagenet_normalization
-from course.models.transfer import freeze_backbone, replace_head
-from course.pretrained import CACHE_VERSION, pretrained_resnet18
-from course.runstate import load_state, save_state
-from course.train import fit, to_device
-from course.utils import eval_mode, get_device, model_device
-from course.weights import imagenet_weights_available
+from course.config import run_seed
+from course.train import to_device
+from course.utils import eval_mode, model_device
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -142,6 +135,21 @@ def pgd(
     """
     check_images(x)
     _check_budget(eps=eps, alpha=alpha, steps=steps)
+    return _pgd(model, x, y, eps, alpha, steps, random_start, target, generator)
+
+
+def _pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    random_start: bool,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`pgd` without its checks of the input (which read the GPU's values back)."""
     x = x.detach()
     x_adv = x.clone()
     if random_start:
@@ -282,114 +290,65 @@ def train_patch(
 
 
 # ---------------------------------------------------------------------------
-# A defence: adversarial training
+# A defence: adversarial training, an attack used as a data augmentation
 # ---------------------------------------------------------------------------
 
 
-def train_adversarially(
-    model: nn.Module,
-    loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    epochs: int,
-    eps: float,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> list[float]:
-    """FGSM adversarial training with a random start (Wong et al., 2020, "fast is better
-    than free"): every batch is replaced by adversarial examples of the current model
-    before the usual training step. Returns the mean training loss of each epoch.
+class AdversarialAugmentation:
+    """``fit``'s ``augment`` hook that replaces every training batch by adversarial
+    examples of the model being trained: adversarial training, through the one
+    training loop (mixed precision, schedule, history, resume), with the attack as a
+    data augmentation.
+
+    ``AdversarialAugmentation(model, eps)`` is FGSM from a random start in the ball,
+    step ``alpha = 1.25 * eps`` (Wong et al., 2020, "fast is better than free");
+    ``steps > 1`` gives PGD (Madry et al., 2018) with ``alpha = 2.5 * eps / steps``
+    unless ``alpha`` is given. ``fit(model, ..., augment=AdversarialAugmentation(model,
+    eps))``: ``model`` must be the very module that ``fit`` trains, so that each batch
+    is attacked with its current weights.
+
+    The attack runs with the model in eval mode, as every attack here does
+    (:func:`pgd`): BN normalises with its running statistics, so the perturbation of
+    one image does not depend on the others of its batch, and the attack does not feed
+    the adversarial batch into the running statistics a second time; the model's mode
+    (training, inside ``fit``) is restored before the training step, which then
+    updates BN on the adversarial batch as on any batch. The attack runs in float32,
+    outside ``fit``'s autocast, and draws its random start from torch's global
+    generator, which ``seed_everything`` seeds and ``fit``'s checkpoints save.
+
+    Inputs: images (N, C, H, W) in [0, 1] on the model's device, labels (N,); returns
+    the attacked images (detached, within ``eps`` of the clean ones and in [0, 1]) and
+    the same labels.
     """
-    device = torch.device(device) if device is not None else model_device(model)
-    model.to(device)
-    losses = []
-    for _ in tqdm(range(epochs), desc="adversarial training", disable=not progress):
-        total, seen = 0.0, 0
-        for x, y in loader:
-            x, y = to_device(x, device), to_device(y, device)
-            x_adv = pgd(model, x, y, eps, alpha=1.25 * eps, steps=1, random_start=True)
-            model.train()
-            loss = nn.functional.cross_entropy(model(x_adv), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-        losses.append(total / seen)
-    return losses
 
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float,
+        steps: int = 1,
+        alpha: float | None = None,
+        random_start: bool = True,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        _check_budget(eps=eps)
+        self.model, self.eps, self.steps, self.random_start = model, eps, steps, random_start
+        if alpha is None:
+            alpha = 1.25 * eps if steps == 1 else 2.5 * eps / steps
+        _check_budget(alpha=alpha)
+        self.alpha = alpha
 
-# ---------------------------------------------------------------------------
-# The classifier the chapter attacks
-# ---------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # no check_images here: reading min and max back would synchronise with the
+        # GPU at every training step; the batches are the loader's, in [0, 1]
+        x_adv = _pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start)
+        return x_adv, y
 
-
-def cached_hornet_classifier(
-    recipe: HornetRecipe | None = None,
-    head_epochs: int = 10,
-    max_images: int | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> tuple[nn.Sequential, HornetData, str]:
-    """Chapter 3's variant (a), the hornet classifier this chapter attacks, trained once
-    and cached.
-
-    A pretrained ResNet18 (``course.pretrained``: ImageNet weights, or the
-    synthetic stand-in offline) with a new 2-class head, backbone frozen, the
-    head trained for ``head_epochs`` with ``fit`` and the class-weighted loss;
-    sizes as in chapter 3 (``recipe``, default :func:`course.data.hornets.hornet_recipe`;
-    the image side from ``hornet_image_size``). Returns
-    ``Normalize -> ResNet18`` taking [0, 1] images, in eval mode on the CPU; its
-    data; and a sentence saying where the weights and the data come from. The
-    cache file's name carries the weights' origin and a fingerprint of the data
-    (file names, labels, image size), so a classifier trained on other weights
-    or other images is never reused.
-    """
-    recipe = recipe if recipe is not None else hornet_recipe()
-    imagenet = imagenet_weights_available()
-    real_photos = data_paths()["hornets"].is_dir()
-    data = load_hornet_data(
-        hornet_image_size(imagenet, real_photos),
-        recipe.synthetic_scale,
-        progress=progress,
-        max_images=max_images,
-    )
-    net, weights_origin = pretrained_resnet18(
-        "imagenet" if imagenet else "synthetic",
-        hornet_image_size(False, False),
-        recipe.pretrain_samples,
-        recipe.pretrain_epochs,
-        device=device,
-        progress=progress,
-    )
-    stand_in = f"insects{recipe.pretrain_samples}x{recipe.pretrain_epochs}"
-    weights_key = "imagenet" if imagenet else stand_in
-    weights_key += f"_seed{run_seed(0)}"  # the split, the stand-in and the head's draws
-    path = cache_dir() / (
-        f"hornet_classifier_v{CACHE_VERSION}_{weights_key}_{data.fingerprint()}_{head_epochs}ep.pt"
-    )
-    model = with_imagenet_normalization(freeze_backbone(replace_head(net, 2)))
-    if path.exists():
-        load_state(path, model)
-        how = f"loaded from {path}"
-    else:
-        device = torch.device(device) if device is not None else get_device()
-        optimizer = torch.optim.AdamW(net.fc.parameters(), lr=3e-3, weight_decay=1e-3)
-        fit(
-            model,
-            data.loader("train", min(64, len(data.train)), shuffle=True),
-            epochs=head_epochs,
-            optimizer=optimizer,
-            loss_fn=data.weighted_loss(device),
-            device=device,
-            progress=progress,
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(eps={self.eps:.4g}, steps={self.steps}, "
+            f"alpha={self.alpha:.4g}, random_start={self.random_start})"
         )
-        save_state(path, {"model": model.state_dict()})
-        how = f"trained and saved to {path}"
-    description = (
-        f"weights: {weights_origin}\ndata: {data.origin}\n"
-        f"frozen backbone, new head ({head_epochs} epochs) {how}"
-    )
-    return model.cpu().eval(), data, description
 
 
 # ---------------------------------------------------------------------------

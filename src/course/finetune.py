@@ -12,16 +12,16 @@ photos: far too few to train a deep CNN from scratch):
    network trained from scratch.
 
 Steps 1 and 3, and the frozen backbone of (a), are shared with chapters 4 and
-7: they are in ``course.pretrained`` (``pretrained_resnet18``),
-``course.models.transfer`` (``replace_head``, ``freeze_backbone``) and
-``course.data.normalize`` (``with_imagenet_normalization``). Without
-a network connection the ImageNet weights cannot be downloaded; then
+7: they are in ``course.pretrained`` (``pretrained_resnet18``; variant (a) itself,
+``hornet_classifier``, trained once and cached, since chapter 4 attacks it),
+``course.models.transfer`` (``replace_head``, ``freeze_backbone``,
+``freeze_batchnorm``) and ``course.data.normalize`` (``with_imagenet_normalization``).
+Without a network connection the ImageNet weights cannot be downloaded; then
 ``pretrained_resnet18`` pretrains ResNet18 on a synthetic source task once and
 caches it, so the comparison still runs and still teaches the same thing.
 
 This module holds what is particular to the chapter's experiment: the
-optimizer groups of (b), the linear probe of (a) and the metrics for
-imbalanced classes.
+optimizer groups of (b) and the metrics for imbalanced classes.
 
 Used in chapter 3.
 """
@@ -29,16 +29,9 @@ Used in chapter 3.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from course.check import Report, run_checks
-from course.config import run_seed
-from course.data.hornets import HornetData
-from course.data.normalize import with_imagenet_normalization
 from course.models.resnet import ResNet18, resnet18
-from course.models.transfer import freeze_backbone
-from course.train import fit
-from course.utils import get_device
 
 
 def param_groups(model: ResNet18, head_lr: float, backbone_lr: float) -> list[dict]:
@@ -74,71 +67,6 @@ def balanced_accuracy(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: i
     whereas its plain accuracy would be 1844/2886 = 0.64 on the slides' data."""
     recall = per_class_recall(confusion_matrix(y_true, y_pred, num_classes))
     return float(recall[~recall.isnan()].mean())
-
-
-# ---------------------------------------------------------------------------
-# The three variants, as chapters 3 and 4 use them
-# ---------------------------------------------------------------------------
-
-
-def extract_features(
-    net: ResNet18, loader: DataLoader, device: torch.device | str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 512-d pooled features of a (frozen) ResNet18 for every image: (N, 512), labels (N,).
-
-    A frozen backbone computes the same features at every epoch, so (without
-    augmentation) they are computed once and only the head is trained on
-    them — which makes variant (a) about 50x cheaper than (b) and (c).
-    """
-    model = with_imagenet_normalization(net).to(device).eval()
-    feats, labels = [], []
-    for x, y in loader:
-        x = model[0](x.to(device))
-        feats.append(torch.flatten(net.avgpool(net.features(x)), 1).cpu())
-        labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
-
-
-def train_linear_probe(
-    net: ResNet18,
-    data: HornetData,
-    epochs: int,
-    batch_size: int = 64,
-    lr: float = 1e-2,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    keep_best: str | None = "val_loss",
-):
-    """Variant (a): freeze ``net``'s backbone and train its ``fc`` on the extracted features.
-
-    ``epochs`` epochs of ``batch_size`` features: as many optimizer steps as
-    ``fit`` makes on the images with the same two numbers, so that the three
-    variants of chapter 3 get the same budget. ``keep_best`` is ``fit``'s.
-    Returns the :class:`course.train.History` of the head; ``net`` (frozen
-    backbone + trained head) is ready to classify images.
-    """
-    device = torch.device(device) if device is not None else get_device()
-    freeze_backbone(net)
-    train_f = TensorDataset(*extract_features(net, data.loader("train", 256), device))
-    val_f = TensorDataset(*extract_features(net, data.loader("val", 256), device))
-    optimizer = torch.optim.AdamW(net.fc.parameters(), lr=lr, weight_decay=1e-3)
-    return fit(
-        net.fc,
-        DataLoader(
-            train_f,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,  # as data.loader("train", ...) does: the same steps per epoch
-            generator=torch.Generator().manual_seed(run_seed(0)),
-        ),
-        DataLoader(val_f, batch_size=512),
-        epochs=epochs,
-        optimizer=optimizer,
-        loss_fn=data.weighted_loss(device),
-        device=device,
-        progress=progress,
-        keep_best=keep_best,
-    )
 
 
 # ---------------------------------------------------------------------------

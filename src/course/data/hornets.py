@@ -280,8 +280,9 @@ def load_hornet_images(
 
     ``max_images`` caps N with a stratified, reproducible subset (the profiles'
     budgets); memory is N x 3 x size x size bytes: the slides' 2886 photos take
-    435 MB at 224 px. Unreadable or corrupt files are skipped with a warning that
-    names each of them; they are never silently dropped.
+    434 MB at 224 px (2886 x 3 x 224 x 224 = 434.4e6 bytes). Unreadable or corrupt
+    files are skipped with a warning that names each of them; they are never silently
+    dropped.
     """
     paths, labels = find_hornet_images(folder)
     if max_images is not None:
@@ -417,11 +418,13 @@ class HornetData:
         return functools.partial(torch.nn.functional.cross_entropy, weight=weight)
 
     def fingerprint(self) -> str:
-        """A short digest of the file names, labels and image size: the key of caches
-        that depend on the data (chapter 4's classifier)."""
+        """A short digest of the file names, labels, image size and split: the key of
+        caches that depend on the data (chapter 3's classifier, which chapter 4 attacks)."""
         digest = hashlib.sha256(str(tuple(self.images.shape)).encode())
         for path, label in zip(self.paths, self.labels.tolist(), strict=True):
             digest.update(f"{path.parent.name}/{path.name}:{label};".encode())
+        for split in (self.train, self.val, self.test):
+            digest.update(f"{split};".encode())
         return digest.hexdigest()[:12]
 
 
@@ -488,21 +491,60 @@ class HornetRecipe:
         pretrain_samples: images of the synthetic source task that the stand-in for
             the ImageNet weights pretrains on (offline).
         pretrain_epochs: its pretraining epochs.
+        synthetic_fractions: chapter 3's train / validation / test split of the
+            synthetic set (real photos: :data:`PHOTO_FRACTIONS`), see :meth:`fractions`.
+        max_images: at most this many images are read (a stratified subset), or all.
+        epochs: the training budget of each of chapter 3's variants, in epochs ...
+        batch_size: ... of minibatches of this size (the same number of steps for all).
 
-    They are cache keys (the stand-in backbone, chapter 4's classifier): defined here
-    once, so that the chapters share their cached models. The image side is
-    :func:`hornet_image_size`.
+    They are cache keys (the stand-in backbone, chapter 3's frozen-backbone classifier
+    that chapter 4 attacks): defined here once, so that the chapters share their cached
+    models. The image side is :func:`hornet_image_size`.
     """
 
     synthetic_scale: float
     pretrain_samples: int
     pretrain_epochs: int
+    synthetic_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    max_images: int | None = None
+    epochs: int = 5
+    batch_size: int = 32
+
+    def fractions(self, real_photos: bool) -> tuple[float, float, float]:
+        """The split: :data:`PHOTO_FRACTIONS` for photos, ``synthetic_fractions`` else."""
+        return PHOTO_FRACTIONS if real_photos else self.synthetic_fractions
+
+    def load_data(self, image_size: int, progress: bool = True) -> HornetData:
+        """Chapter 3's data: :func:`load_hornet_data` with this recipe's scale, split and cap
+        (the photos under ``DATA/hornets`` when that folder exists)."""
+        real_photos = data_paths()["hornets"].is_dir()
+        return load_hornet_data(
+            image_size,
+            synthetic_scale=self.synthetic_scale,
+            fractions=self.fractions(real_photos),
+            progress=progress,
+            max_images=self.max_images,
+        )
+
+
+#: The split of real photos on every profile: 70 % to train, 15 % to validate, 15 % to test.
+PHOTO_FRACTIONS = (0.7, 0.15, 0.15)
 
 
 def hornet_recipe() -> HornetRecipe:
-    """The :class:`HornetRecipe` of the current profile."""
+    """The :class:`HornetRecipe` of the current profile.
+
+    On the synthetic set, the smoke profile (CI) trains on 10 % of its 577 images and
+    tests on 80 %, so that chapter 3's comparison and chapter 4's attacks are measured on
+    enough images to hold for every seed; the gpu profile generates the slides' 2886
+    images and trains on 20 % of them.
+    """
     return HornetRecipe(
         synthetic_scale=pick(smoke=0.2, cpu=0.3, gpu=1.0),
         pretrain_samples=pick(smoke=1500, cpu=3000, gpu=6000),
         pretrain_epochs=pick(smoke=4, cpu=3, gpu=10),
+        synthetic_fractions=pick(smoke=(0.1, 0.1, 0.8), cpu=PHOTO_FRACTIONS, gpu=(0.2, 0.1, 0.7)),
+        max_images=pick(smoke=None, cpu=400, gpu=None),
+        epochs=pick(smoke=8, cpu=5, gpu=10),
+        batch_size=pick(smoke=16, cpu=32, gpu=64),
     )
