@@ -318,3 +318,24 @@ def test_under_torchrun_every_process_skips_alike_and_accumulation_syncs_once(tm
     for k, v in saved["big"].items():
         torch.testing.assert_close(saved["accumulated"][k], v, rtol=1e-5, atol=1e-6)
     assert saved["all_reduces"] == {"big": 8, "accumulated": 8}  # not 16: no_sync
+
+
+def test_cached_models_train_in_the_devices_default_precision(monkeypatch, tmp_path):
+    """COURSE_AMP=fp16 changes the chapters' training, not the models the course trains
+    once and caches: their file names record no precision (a float16 model would be served
+    to float32 runs), and a CPU emulates float16 about 12 times slower (CI pays it)."""
+    import course.pretrained as pretrained
+
+    calls = []
+    real_fit = pretrained.fit
+
+    def spy(*args, **kwargs):
+        calls.append(precision(kwargs["device"] or "cpu", kwargs.get("amp")).name)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "fit", spy)
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("COURSE_AMP", "fp16")
+    pretrained.pretrain_on_synthetic(16, samples=64, epochs=1, device="cpu", progress=False)
+    assert calls == ["off"]  # float32 on the CPU, whatever COURSE_AMP says
+    assert precision("cpu").name == "fp16"  # while the chapters' own loops follow it

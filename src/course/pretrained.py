@@ -46,8 +46,7 @@ from course.data.normalize import with_imagenet_normalization
 from course.models.resnet import ResNet18, resnet18
 from course.models.transfer import freeze_backbone, replace_head
 from course.runstate import load_state, save_state
-from course.train import History, fit
-from course.utils import get_device
+from course.train import History, device_default_amp, fit, resolve_device
 from course.weights import (
     WeightsUnavailableError,
     imagenet_resnet18,
@@ -144,6 +143,7 @@ def pretrain_on_synthetic(
             optimizer=optimizer,
             scheduler=scheduler,
             device=device,
+            amp=device_default_amp(resolve_device(device)),  # cached: not per COURSE_AMP
             progress=progress,
         )
         return {"source": "synthetic insects", "image_size": image_size}
@@ -237,6 +237,7 @@ def train_linear_probe(
     device: torch.device | str | None = None,
     progress: bool = True,
     keep_best: str | None = "val_loss",
+    amp: bool | str | None = None,
 ) -> History:
     """Variant (a): freeze ``net``'s backbone and train its ``fc`` on the extracted features.
 
@@ -244,9 +245,9 @@ def train_linear_probe(
     ``fit`` makes on the images with the same two numbers, so that the three
     variants of chapter 3 get the same budget. ``keep_best`` is ``fit``'s.
     Returns the :class:`course.train.History` of the head; ``net`` (frozen
-    backbone + trained head) is ready to classify images.
+    backbone + trained head) is ready to classify images. ``amp`` is ``fit``'s.
     """
-    device = torch.device(device) if device is not None else get_device()
+    device = resolve_device(device)
     freeze_backbone(net)
     train_f = TensorDataset(*extract_features(net, data.loader("train", 256), device))
     val_f = TensorDataset(*extract_features(net, data.loader("val", 256), device))
@@ -265,6 +266,7 @@ def train_linear_probe(
         optimizer=optimizer,
         loss_fn=data.weighted_loss(device),
         device=device,
+        amp=amp,
         progress=progress,
         keep_best=keep_best,
     )
@@ -339,6 +341,7 @@ def hornet_classifier(
             epochs=recipe.epochs,
             batch_size=recipe.batch_size,
             device=device,
+            amp=device_default_amp(resolve_device(device)),  # cached: not per COURSE_AMP
             progress=progress,
         )
         return {"history": history.to_dict()}

@@ -336,6 +336,19 @@ def precision(device: torch.device | str, amp: Amp = None) -> Precision:
     return Precision(device, _DTYPES[amp])
 
 
+def device_default_amp(device: torch.device | str) -> bool:
+    """The ``amp`` argument that gives ``device``'s default precision whatever
+    ``$COURSE_AMP`` says: mixed on CUDA, float32 elsewhere.
+
+    For the models the course trains once and caches (``course.pretrained``): their
+    cache file's name does not record a precision, so a model trained under
+    ``COURSE_AMP=fp16`` would be served to float32 runs, and on a CPU, where float16 is
+    emulated, that pretraining takes about 12 times as long (ResNet18, 2 cores).
+    ``COURSE_AMP`` is then about the chapters' own training, which is what it tests.
+    """
+    return torch.device(device).type == "cuda"
+
+
 def amp_dtype(device: torch.device | str) -> torch.dtype:
     """The autocast dtype of the default :func:`precision` on ``device`` (float32: none)."""
     return precision(device).dtype
