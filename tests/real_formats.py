@@ -84,17 +84,21 @@ def _voc_object(name: str, box: list[int], truncated: bool, difficult: bool, pos
     )
 
 
-def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int = 0) -> Path:
-    """``root/VOCdevkit/VOC2007`` as the devkit ships it (the parts chapter 7 reads)."""
+def stage_voc2007(
+    root: Path, num_train: int = 40, num_val: int = 20, seed: int = 0, num_test: int = 0
+) -> Path:
+    """``root/VOCdevkit/VOC2007`` as the devkit ships it (the parts chapter 7 reads): the
+    splits train, val and trainval, and test when ``num_test`` > 0 (its ids follow
+    trainval's, as VOC 2007 test's do)."""
     folder = root / "VOCdevkit" / "VOC2007"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(run_seed(seed))
-    ids = {"train": [], "val": []}
+    ids: dict[str, list[str]] = {"train": [], "val": []} | ({"test": []} if num_test else {})
     present: dict[str, list[set[int]]] = {}
-    for k in range(num_train + num_val):
+    for k in range(num_train + num_val + num_test):
         image_id = f"{2 * k + 5:06d}"  # VOC's ids have gaps: 000005, 000007, ...
-        split = "train" if k < num_train else "val"
+        split = "train" if k < num_train else "val" if k < num_train + num_val else "test"
         ids[split].append(image_id)
         width, height = (500, 375) if k % 3 else (375, 500)
         pixels = rng.integers(60, 200, (height, width, 3)).astype(np.uint8)
