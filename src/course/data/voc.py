@@ -11,7 +11,8 @@ cannot make the parser fetch URLs or expand entities without bound);
 :class:`VOCDetection` reads a split; :func:`make_synthetic_voc` writes the
 same layout with shapes on textured backgrounds, so the same loader runs
 offline and in the tests. On Colab, :func:`download_voc` fetches the real
-VOC2007 from the first of several hosts that delivers it intact.
+VOC2007 from the first of its sources (tar or zip, :data:`VOC2007_SOURCES`) that delivers
+a tree which :func:`verify_voc2007` accepts by its content.
 
 Targets are dicts: ``boxes`` (N, 4) float xyxy pixels, ``labels`` (N,)
 int64 class indices, ``difficult`` (N,) bool. Images are float (3, H, W)
