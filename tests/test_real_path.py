@@ -19,7 +19,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course.data.voc import download_voc
+from course.data.download import Source, md5_of
+from course.data.voc import VOC2007_SOURCES, download_voc
 from tests.book_build import ipc_kernel_manager
 from tests.conftest import ROOT
 from tests.real_formats import stage, staged_split_sizes
@@ -163,8 +164,11 @@ def test_the_zip_and_the_tar_install_the_tree_as_staged(staged, tmp_path):
             p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()
         }
 
+    tar = folder / "VOCtrainval_06-Nov-2007.tar"
+    oxford = VOC2007_SOURCES["trainval"][0]  # its name, with the staged tar's MD5
+    staged_tar = Source(oxford.url, md5=md5_of(tar))
     with staged_split_sizes():
-        download_voc(tmp_path, archive=folder / "VOCtrainval_06-Nov-2007.tar", progress=False)
+        download_voc(tmp_path, archive=tar, sources=[staged_tar], progress=False)
     original = files(folder / "voc-staged" / "VOCdevkit" / "VOC2007")
     assert "ImageSets/Main/test.txt" in original and len(original) > 100
     assert files(folder / "data" / "VOCdevkit" / "VOC2007") == original  # from the zip
