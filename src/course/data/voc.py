@@ -160,7 +160,8 @@ class VOCDetection(Dataset):
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
             ``course.detection.DetectionResize`` or ``DetectionAugmentation``; it must
-            move the boxes with the pixels.
+            move the boxes with the pixels and keep ``target["size"]`` (height, width)
+            current, which the encoders and losses read.
         max_images: keep only the first ``max_images`` images of the split (the
             profiles' budgets: real VOC2007 has 2501 train and 2510 val images).
     """
