@@ -27,6 +27,7 @@ from course.data.download import DownloadError, Source, fetch, install, probe, s
 from course.data.voc import (
     VOC2007_SOURCES,
     VOC2007_SPLIT_SIZES,
+    VOC_CLASSES,
     VOCContentError,
     VOCDetection,
     download_voc,
@@ -400,3 +401,62 @@ def test_fetch_and_probe_name_what_a_server_did(server, packed, tmp_path):
     assert probe(url("missing")) == "HTTP 404"
     assert "HTML" in probe(url("html"))
     assert probe(_closed_port_url(), timeout=1).startswith("no answer")
+
+
+# --- the content check, file by file --------------------------------------------------------
+
+
+@pytest.fixture()
+def tree(tmp_path) -> Path:
+    return stage_voc2007(tmp_path, num_train=TRAIN, num_val=VAL, num_test=TEST)
+
+
+def _edit_xml(tree: Path, image_id: str, old: str, new: str) -> None:
+    xml = tree / "Annotations" / f"{image_id}.xml"
+    text = xml.read_text()
+    assert old in text
+    xml.write_text(text.replace(old, new, 1))
+
+
+def test_the_content_check_accepts_the_devkit_layout(tree):
+    assert verify_voc2007(tree) == TRAIN + VAL
+    assert verify_voc2007(tree, "test") == TEST
+
+
+def test_a_box_outside_its_image_is_named(tree):
+    width = (tree / "Annotations" / "000009.xml").read_text().split("<width>")[1].split("<")[0]
+    _edit_xml(tree, "000009", "</xmax>", "0</xmax>")  # xmax x 10: past the right edge
+    with pytest.raises(VOCContentError, match=f"000009.xml: the box .* inside its {width} x"):
+        verify_voc2007(tree)
+
+
+def test_an_xml_that_does_not_parse_or_names_another_class_is_named(tree):
+    _edit_xml(tree, "000011", "</annotation>", "")  # cut short
+    with pytest.raises(VOCContentError, match="000011.xml: not a valid VOC annotation"):
+        verify_voc2007(tree)
+    (tree / "Annotations" / "000011.xml").write_text(
+        (tree / "Annotations" / "000013.xml").read_text()
+    )
+    xml = (tree / "Annotations" / "000013.xml").read_text()
+    name = xml.split("<object>")[1].split("<name>")[1].split("<")[0]  # not the owner's name
+    _edit_xml(tree, "000013", f"<name>{name}</name>", "<name>hornet</name>")
+    with pytest.raises(VOCContentError, match="000013.xml: unknown class 'hornet'"):
+        verify_voc2007(tree)
+
+
+def test_a_full_split_must_hold_all_twenty_classes(tmp_path, monkeypatch):
+    """500 ids or more (VOC 2007's splits): every class must occur. 500 copies of one
+    staged image whose objects are all dogs hold one class."""
+    folder = stage_voc2007(tmp_path, num_train=1, num_val=1)
+    xml = (folder / "Annotations" / "000005.xml").read_text()
+    for name in VOC_CLASSES:
+        xml = xml.replace(f"<name>{name}</name>", "<name>dog</name>")
+    jpeg = (folder / "JPEGImages" / "000005.jpg").read_bytes()
+    ids = [f"{k:06d}" for k in range(1000, 1500)]
+    for image_id in ids:
+        (folder / "Annotations" / f"{image_id}.xml").write_text(xml)
+        (folder / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg)
+    (folder / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    monkeypatch.setitem(VOC2007_SPLIT_SIZES, "trainval", 500)
+    with pytest.raises(VOCContentError, match="no object of the classes \\['aeroplane'"):
+        verify_voc2007(folder)
