@@ -7,8 +7,11 @@
   with an EXIF orientation tag, a PNG, a greyscale JPEG and one truncated file;
 - ``DIR/data/VOCdevkit/VOC2007``: Pascal VOC's layout with its 20 class names,
   500x375 and 375x500 JPEGs, xml with pose / truncated / difficult and
-  ``<part>`` elements, per-class ImageSets files; the first two validation
-  images have every object touching the border, as truncated VOC objects do;
+  ``<part>`` elements, per-class ImageSets files, a test split; the first two validation
+  images have every object touching the border, as truncated VOC objects do. It arrives
+  as it does in 2026: packed in ``DIR/VOCtrainval_06-Nov-2007.zip`` as Ultralytics packs
+  it (and in a tar as Oxford does, ``DIR/VOCtrainval_06-Nov-2007.tar``) and installed
+  from the zip by ``download_voc(archive=...)``, content check included;
 - ``DIR/torch/hub/checkpoints/resnet18-f37072fd.pth``: ImageNet-format weights,
   a stand-in that the package pretrains itself (the synthetic insect task),
   saved with torchvision's keys and a 1000-class head.
@@ -25,7 +28,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tarfile
+import zipfile
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from course.config import run_seed
 from course.data.hornets import render_hornet_scene
-from course.data.voc import VOC_CLASSES
+from course.data.voc import VOC2007_SPLIT_SIZES, VOC_CLASSES, download_voc
 from course.pretrained import pretrain_on_synthetic
 
 CAMERA_SIZES = ((640, 480), (480, 640), (1024, 768))
@@ -84,17 +90,21 @@ def _voc_object(name: str, box: list[int], truncated: bool, difficult: bool, pos
     )
 
 
-def stage_voc2007(root: Path, num_train: int = 40, num_val: int = 20, seed: int = 0) -> Path:
-    """``root/VOCdevkit/VOC2007`` as the devkit ships it (the parts chapter 7 reads)."""
+def stage_voc2007(
+    root: Path, num_train: int = 40, num_val: int = 20, seed: int = 0, num_test: int = 0
+) -> Path:
+    """``root/VOCdevkit/VOC2007`` as the devkit ships it (the parts chapter 7 reads): the
+    splits train, val and trainval, and test when ``num_test`` > 0 (its ids follow
+    trainval's, as VOC 2007 test's do)."""
     folder = root / "VOCdevkit" / "VOC2007"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(run_seed(seed))
-    ids = {"train": [], "val": []}
+    ids: dict[str, list[str]] = {"train": [], "val": []} | ({"test": []} if num_test else {})
     present: dict[str, list[set[int]]] = {}
-    for k in range(num_train + num_val):
+    for k in range(num_train + num_val + num_test):
         image_id = f"{2 * k + 5:06d}"  # VOC's ids have gaps: 000005, 000007, ...
-        split = "train" if k < num_train else "val"
+        split = "train" if k < num_train else "val" if k < num_train + num_val else "test"
         ids[split].append(image_id)
         width, height = (500, 375) if k % 3 else (375, 500)
         pixels = rng.integers(60, 200, (height, width, 3)).astype(np.uint8)
@@ -176,6 +186,48 @@ def stage_imagenet_weights(torch_home: Path, samples: int = 256, epochs: int = 2
     return path
 
 
+#: The staged VOC tree's split sizes (the content check's counts for it).
+STAGED_VOC = {"num_train": 40, "num_val": 20, "num_test": 16}
+
+
+def pack_voc(devkit: Path, archive: Path) -> Path:
+    """``devkit`` (a ``VOCdevkit`` folder) packed as ``archive``: a tar as Oxford's
+    (members ``VOCdevkit/VOC2007/...``) or a zip as Ultralytics' (the same paths, with a
+    directory entry for each folder, as a zip tool writes them)."""
+    if archive.suffix == ".tar":
+        with tarfile.open(archive, "w") as tar:
+            tar.add(devkit, arcname="VOCdevkit")
+    else:
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(devkit.rglob("*")):
+                z.write(path, f"VOCdevkit/{path.relative_to(devkit).as_posix()}")
+    return archive
+
+
+@contextmanager
+def staged_split_sizes():
+    """The content check's split sizes set to the staged tree's while inside."""
+    saved = dict(VOC2007_SPLIT_SIZES)
+    VOC2007_SPLIT_SIZES.update(
+        trainval=STAGED_VOC["num_train"] + STAGED_VOC["num_val"], test=STAGED_VOC["num_test"]
+    )
+    try:
+        yield
+    finally:
+        VOC2007_SPLIT_SIZES.update(saved)
+
+
+def stage_voc_archives(folder: Path) -> dict[str, Path]:
+    """The staged VOC tree packed as a tar and as a zip under ``folder``."""
+    stage_voc2007(folder / "voc-staged", **STAGED_VOC)
+    return {
+        packing: pack_voc(
+            folder / "voc-staged" / "VOCdevkit", folder / f"VOCtrainval_06-Nov-2007{packing}"
+        )
+        for packing in (".tar", ".zip")
+    }
+
+
 def stage(folder: Path) -> dict[str, str]:
     """Stage everything under ``folder``; returns the environment variables to set."""
     folder = Path(folder).resolve()
@@ -185,7 +237,10 @@ def stage(folder: Path) -> dict[str, str]:
         "COURSE_CACHE": str(folder / "cache"),
     }
     stage_hornet_photos(folder / "data" / "hornets")
-    stage_voc2007(folder / "data")
+    archives = stage_voc_archives(folder)
+    with staged_split_sizes():
+        download_voc(folder / "data", archive=archives[".zip"], progress=False)
+        download_voc(folder / "data", "test", archive=archives[".zip"], progress=False)
     old = os.environ.get("COURSE_CACHE")
     os.environ["COURSE_CACHE"] = str(folder / "stand-in-cache")  # not the notebooks' cache
     try:

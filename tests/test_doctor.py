@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from course import doctor
-from course.data.voc import make_synthetic_voc
+from course.data.voc import VOC2007_SOURCES, VOC2007_SPLIT_SIZES, make_synthetic_voc
 from course.weights import imagenet_weights_path
+from tests.real_formats import stage_voc2007
 
 
 @pytest.fixture()
@@ -44,13 +45,22 @@ def test_a_fresh_cpu_machine_offline(fresh, web):
     assert facts["device"]["type"] == "cpu" and facts["profile"] == "cpu"
     assert facts["weights"] == (imagenet_weights_path(), "unreachable")
     assert ("HEAD", "https://download.pytorch.org/models/resnet18-f37072fd.pth") in web.requests
-    assert facts["data"]["voc"][1] == facts["data"]["hornets"][1] == "not there"
+    assert facts["data"]["hornets"][1] == "not there"
+    assert facts["voc"] == {"trainval": "not there", "test": "not there"}
+    urls = {s.url for split in VOC2007_SOURCES.values() for s in split}
+    assert set(facts["sources"]) == urls and all(
+        state.startswith("no answer") for state in facts["sources"].values()
+    )
+    assert {("HEAD", url) for url in urls} <= set(web.requests)
     text = doctor.render(facts)
     steps = text.split("next steps")[1]
     assert "No CUDA GPU" in steps
     assert f"copy resnet18-f37072fd.pth to {imagenet_weights_path()}" in steps
     assert "download_voc()" in steps and "No hornet photos" in steps
+    assert "no source answers from here now" in steps and str(fresh / "data") in steps
     assert str(fresh / "data" / "hornets") in text
+    for url in urls:
+        assert f"  {url}: no answer" in text
 
 
 def test_a_t4_uses_float16_and_an_a100_bfloat16(fresh, monkeypatch, web):
@@ -87,9 +97,13 @@ def test_colab_and_kaggle_without_a_gpu_say_which_menu(fresh, monkeypatch):
     assert any("COURSE_PROFILE=gpu without CUDA" in s for s in doctor.advice(doctor.diagnose()))
 
 
-def test_data_and_weights_that_are_there(fresh, web):
+def test_data_and_weights_that_are_there(fresh, web, monkeypatch):
     root = fresh / "data"
-    make_synthetic_voc(root, num_train=5, num_val=3, size=32, progress=False)
+    monkeypatch.setitem(VOC2007_SPLIT_SIZES, "trainval", 8)  # the staged tree's
+    monkeypatch.setitem(VOC2007_SPLIT_SIZES, "test", 4)
+    stage_voc2007(root, num_train=5, num_val=3, num_test=4)
+    for source in VOC2007_SOURCES["trainval"][:1] + VOC2007_SOURCES["test"][1:2]:
+        web[source.url] = b""
     for cls, n in (("absence", 2), ("presence", 3)):
         (root / "hornets" / cls).mkdir(parents=True)
         for i in range(n):
@@ -98,11 +112,39 @@ def test_data_and_weights_that_are_there(fresh, web):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"weights")
     facts = doctor.diagnose()
-    assert facts["data"]["voc"][1] == "train 5, val 3 images"
+    assert facts["data"]["voc"][1] == "trainval complete; test complete"
     assert facts["data"]["hornets"][1] == "5 photos (2 absence, 3 presence)"
-    assert facts["weights"][1] == "cached" and web.requests == []  # no request when cached
+    assert facts["weights"][1] == "cached"  # no request for the weights when cached
+    assert ("HEAD", "https://download.pytorch.org/models/resnet18-f37072fd.pth") not in (
+        web.requests
+    )
+    answering = [url for url, state in facts["sources"].items() if state == "answers"]
+    assert answering == [VOC2007_SOURCES["trainval"][0].url, VOC2007_SOURCES["test"][1].url]
     steps = doctor.advice(facts)
     assert not any("VOC" in s or "hornet" in s or "weights" in s for s in steps), steps
+    # the test split missing: named, with the call that adds it
+    (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    facts = doctor.diagnose()
+    assert facts["voc"] == {"trainval": "complete", "test": "not there"}
+    assert any(
+        "download_voc(image_set='test')" in s and "2 of 5 sources" in s
+        for s in doctor.advice(facts)
+    )
+
+
+def test_a_tree_that_is_not_voc2007_as_released_is_named(fresh):
+    """The default split sizes are VOC 2007's: a synthetic or partial tree is not taken
+    for the real data set."""
+    make_synthetic_voc(fresh / "data", num_train=5, num_val=3, size=32, progress=False)
+    facts = doctor.diagnose(network=False)
+    assert facts["voc"]["trainval"] == (
+        "ImageSets/Main/trainval.txt lists 8 ids, not VOC 2007's 5011"
+    )
+    assert facts["sources"] == {} and "sources    Pascal VOC 2007: not checked" in (
+        doctor.render(facts)
+    )
+    steps = "\n".join(doctor.advice(facts))
+    assert "trainval is incomplete (ImageSets/Main/trainval.txt lists 8 ids" in steps
 
 
 def test_broken_data_is_named(fresh, web):
@@ -113,7 +155,7 @@ def test_broken_data_is_named(fresh, web):
     assert facts["weights"][1] == "reachable"
     steps = "\n".join(doctor.advice(facts))
     assert "will be downloaded at first use" in steps
-    assert "Pascal VOC is incomplete: no split list" in steps
+    assert "Pascal VOC 2007 trainval is incomplete (not there)" in steps
     assert "Hornet photos incomplete: No folder" in steps and "absence" in steps
 
 

@@ -96,8 +96,11 @@ def test_one_version_in_pyproject_the_package_and_the_changelog():
     version = _pyproject()["project"]["version"]
     assert course.__version__ == version
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    first = re.search(r"^## (\S+)", changelog, re.M)
-    assert first is not None and first.group(1) == version, "add a CHANGELOG entry"
+    # changes not released yet sit under "## Unreleased", above the last release
+    headings = re.findall(r"^## (\S+)", changelog, re.M)
+    released = [h for h in headings if h != "Unreleased"]
+    assert headings[:1] in (["Unreleased"], [version]), "first: Unreleased or the version"
+    assert released and released[0] == version, "add a CHANGELOG entry for the version"
 
 
 def _constraints() -> dict[str, str]:

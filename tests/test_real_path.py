@@ -13,14 +13,17 @@ runs them). ``make test`` runs it; ``--durations`` shows each chapter's time.
 import json
 import os
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from course.data.download import Source, md5_of
+from course.data.voc import VOC2007_SOURCES, download_voc
 from tests.book_build import ipc_kernel_manager
 from tests.conftest import ROOT
-from tests.real_formats import stage
+from tests.real_formats import stage, staged_split_sizes
 
 #: What each chapter must print when it runs on the staged data.
 EXPECTED = {
@@ -43,7 +46,15 @@ EXPECTED = {
         r"Pascal VOC 2007 in .*/data: 32 training and 16 validation images at 96 px, 20 classes",
         r"backbones: ImageNet weights",
         r"round trip: \d+ objects encoded, \d+ peaks decoded, IoU with the truth - \(every",
+        r"VOC 2007 test: 16 images \(the profile's budget; the full split has 4952\)",
+        *(
+            rf"{name}: mAP@0\.5 = \d\.\d{{3}} on 16 VOC 2007 test images \(VOC2007 devkit: "
+            r"IoU >= 0\.5, difficult ignored, 11-point AP\); \d\.\d{3} on 16 validation images "
+            r"\(VOC rules: IoU >= 0\.5, difficult ignored, all-point AP\)"
+            for name in ("YOLO v1", "CenterNet")
+        ),
         r"CenterNet, full backbone, 1 epochs: mAP@0\.5 \d",  # exercise 5
+        r"on 16 VOC 2007 test images .*; model zoo: 0\.726",  # exercise 5, on the test split
     ],
 }
 
@@ -141,3 +152,24 @@ def test_notebooks_use_the_one_function_that_knows_the_paths():
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert "data_paths()" in code and "describe_paths()" in code, name
         assert '"voc"' not in code.replace('data_paths()["voc"]', ""), name
+
+
+def test_the_zip_and_the_tar_install_the_tree_as_staged(staged, tmp_path):
+    """VOC arrives as Ultralytics' zip (what chapter 7 ran on above) or as Oxford's tar:
+    both, unpacked and checked by ``download_voc``, give the staged tree file for file."""
+    folder = Path(staged["COURSE_DATA"]).parent
+
+    def files(tree: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()
+        }
+
+    tar = folder / "VOCtrainval_06-Nov-2007.tar"
+    oxford = VOC2007_SOURCES["trainval"][0]  # its name, with the staged tar's MD5
+    staged_tar = Source(oxford.url, md5=md5_of(tar))
+    with staged_split_sizes():
+        download_voc(tmp_path, archive=tar, sources=[staged_tar], progress=False)
+    original = files(folder / "voc-staged" / "VOCdevkit" / "VOC2007")
+    assert "ImageSets/Main/test.txt" in original and len(original) > 100
+    assert files(folder / "data" / "VOCdevkit" / "VOC2007") == original  # from the zip
+    assert files(tmp_path / "VOCdevkit" / "VOC2007") == original  # from the tar

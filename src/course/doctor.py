@@ -2,8 +2,10 @@
 
 It prints the profile and the settings in force, the device (for CUDA: the card, its
 compute capability and the mixed-precision dtype the training loop will pick), the
-versions that matter, every data path with what is there, whether the ImageNet
-weights are cached or can be downloaded, and a list of next steps. Its output is
+versions that matter, every data path with what is there (Pascal VOC 2007's trainval and
+test checked by their content, as :func:`course.data.voc.download_voc` checks them), whether
+the ImageNet weights are cached or can be downloaded, which of VOC's sources answer now
+(a HEAD request each, a few seconds at most), and a list of next steps. Its output is
 what the bug-report template asks a student to paste.
 
 :func:`diagnose` gathers the facts (a dict, tested), :func:`advice` turns them into
@@ -16,13 +18,16 @@ import argparse
 import os
 import platform
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
 import torch
 
 from course.config import SETTINGS, data_paths, profile
+from course.data.download import probe
 from course.data.hornets import CLASSES, find_hornet_images
+from course.data.voc import VOC2007_SOURCES, voc2007_complete
 from course.train import amp_dtype
 from course.utils import get_device
 from course.weights import imagenet_weights_available, imagenet_weights_path
@@ -69,18 +74,29 @@ def _hornets(path) -> str:
     return f"{len(labels)} photos ({counts})"
 
 
-def _voc(path) -> str:
+#: Seconds a source has to answer doctor's HEAD request.
+PROBE_TIMEOUT = 5.0
+
+
+def _voc(path) -> dict[str, str]:
+    """Per split of VOC 2007 ("trainval", "test"): "complete", "not there", or what is
+    wrong (:func:`course.data.voc.voc2007_complete`, the content check of the download)."""
     if not path.is_dir():
-        return "not there"
-    main = path / "ImageSets" / "Main"
-    sizes = {
-        split: len((main / f"{split}.txt").read_text().split())
-        for split in ("train", "val", "test")
-        if (main / f"{split}.txt").is_file()
+        return {split: "not there" for split in VOC2007_SOURCES}
+    return {
+        split: voc2007_complete(path.parents[1], split) or "complete" for split in VOC2007_SOURCES
     }
-    if not sizes:
-        return f"incomplete: no split list in {main}"
-    return ", ".join(f"{split} {n}" for split, n in sizes.items()) + " images"
+
+
+def _sources(network: bool) -> dict[str, str]:
+    """Every VOC 2007 source's URL -> "answers", or why not (all probed at once, each
+    within :data:`PROBE_TIMEOUT`); ``{}`` without network."""
+    if not network:
+        return {}
+    urls = list(dict.fromkeys(s.url for split in VOC2007_SOURCES.values() for s in split))
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        answers = list(pool.map(lambda url: probe(url, PROBE_TIMEOUT), urls))
+    return {url: answer or "answers" for url, answer in zip(urls, answers, strict=True)}
 
 
 def diagnose(network: bool = True) -> dict[str, Any]:
@@ -88,7 +104,8 @@ def diagnose(network: bool = True) -> dict[str, Any]:
 
     Args:
         network: check whether the weights' server answers (an HTTP HEAD request)
-            when they are not cached; ``False`` reports "not checked".
+            when they are not cached, and which of VOC 2007's sources answer; ``False``
+            reports "not checked".
     """
     paths = data_paths()
     weights = imagenet_weights_path()
@@ -98,6 +115,7 @@ def diagnose(network: bool = True) -> dict[str, Any]:
         weights_state = "not checked"
     else:
         weights_state = "reachable" if imagenet_weights_available() else "unreachable"
+    voc = _voc(paths["voc"])
     return {
         "platform": _platform(),
         "versions": {
@@ -112,11 +130,13 @@ def diagnose(network: bool = True) -> dict[str, Any]:
         "device": _device(),
         "data": {
             "hornets": (paths["hornets"], _hornets(paths["hornets"])),
-            "voc": (paths["voc"], _voc(paths["voc"])),
+            "voc": (paths["voc"], "; ".join(f"{k} {v}" for k, v in voc.items())),
             "synthetic": (paths["synthetic"], "there" if paths["synthetic"].is_dir() else "-"),
             "cache": (paths["cache"], "there" if paths["cache"].is_dir() else "-"),
         },
         "weights": (weights, weights_state),
+        "voc": voc,
+        "sources": _sources(network),
     }
 
 
@@ -151,13 +171,7 @@ def advice(facts: dict[str, Any]) -> list[str]:
         )
     elif state == "reachable":
         steps.append("The ImageNet weights (45 MB) will be downloaded at first use.")
-    if facts["data"]["voc"][1] != "not there" and "images" not in facts["data"]["voc"][1]:
-        steps.append(f"Pascal VOC is {facts['data']['voc'][1]}: delete it and run download_voc().")
-    elif facts["data"]["voc"][1] == "not there":
-        steps.append(
-            "No Pascal VOC: chapter 7 uses its synthetic stand-in; for the real data run "
-            "course.data.voc.download_voc() (439 MB)."
-        )
+    steps += _voc_advice(facts)
     hornets = facts["data"]["hornets"]
     if hornets[1] == "not there":
         steps.append(
@@ -167,6 +181,43 @@ def advice(facts: dict[str, Any]) -> list[str]:
     elif hornets[1].startswith("incomplete"):
         steps.append(f"Hornet photos {hornets[1]}")
     return steps or ["Nothing to do: every chapter can run its real path here."]
+
+
+def _voc_advice(facts: dict[str, Any]) -> list[str]:
+    voc, folder = facts["voc"], facts["data"]["voc"][0]
+    answering = [url for url, state in facts["sources"].items() if state == "answers"]
+    if not facts["sources"]:
+        reach = ""
+    elif answering:
+        reach = f" ({len(answering)} of {len(facts['sources'])} sources answer now)"
+    else:
+        reach = (
+            " (no source answers from here now: download one of the files listed under "
+            f"'sources' on another machine and put it in {folder.parents[1]}; download_voc() "
+            "then checks and installs it)"
+        )
+    if voc["trainval"] == "not there" and not folder.is_dir():
+        return [
+            "No Pascal VOC: chapter 7 uses its synthetic stand-in; for the real data run "
+            f"course.data.voc.download_voc() (439 MB){reach}."
+        ]
+    steps = []
+    if voc["trainval"] != "complete":
+        steps.append(
+            f"Pascal VOC 2007 trainval is incomplete ({voc['trainval']}): delete {folder} "
+            f"and run course.data.voc.download_voc(){reach}."
+        )
+    elif voc["test"] == "not there":
+        steps.append(
+            "VOC 2007 test is not there: download_voc(image_set='test') adds it (431 MB) and "
+            f"chapter 7 then reports its mAP on it{reach}."
+        )
+    elif voc["test"] != "complete":
+        steps.append(
+            f"Pascal VOC 2007 test is incomplete ({voc['test']}): delete {folder} and run "
+            "download_voc() and download_voc(image_set='test')."
+        )
+    return steps
 
 
 def render(facts: dict[str, Any]) -> str:
@@ -192,6 +243,8 @@ def render(facts: dict[str, Any]) -> str:
         "data",
         *(f"  {name:10s} {path}: {state}" for name, (path, state) in facts["data"].items()),
         f"weights    ImageNet ResNet18 {facts['weights'][0]}: {facts['weights'][1]}",
+        "sources    Pascal VOC 2007" + ("" if facts["sources"] else ": not checked"),
+        *(f"  {url}: {state}" for url, state in facts["sources"].items()),
         "next steps",
         *(f"  - {step}" for step in advice(facts)),
     ]
@@ -201,7 +254,9 @@ def render(facts: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course doctor", description=__doc__)
     parser.add_argument(
-        "--no-network", action="store_true", help="do not check the weights' server"
+        "--no-network",
+        action="store_true",
+        help="do not check the weights' server nor VOC's sources",
     )
     args = parser.parse_args(argv)
     print(render(diagnose(network=not args.no_network)))

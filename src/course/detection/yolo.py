@@ -110,31 +110,66 @@ def _image_index(targets: Sequence[dict], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(targets), device=device), counts)
 
 
+def image_sizes(
+    targets: Sequence[dict], image_size: tuple[int, int] | None = None
+) -> list[tuple[int, int]]:
+    """Each image's (height, width): its target's ``"size"`` (what the loader and every
+    resizing transform keep current), checked against ``image_size`` when both are given.
+
+    Raises:
+        ValueError: a target without ``"size"`` and no ``image_size``, or a ``"size"``
+            that differs from ``image_size`` (a stale setting: the images were resized
+            to another size than the one the loss was told).
+    """
+    sizes = []
+    for k, target in enumerate(targets):
+        size = target.get("size")
+        if size is None:
+            if image_size is None:
+                raise ValueError(
+                    f"target {k} has no 'size' (height, width) and no image_size was given: "
+                    "use a transform of course.detection.transforms (they keep 'size' "
+                    "current) or pass image_size=(height, width)"
+                )
+            size = image_size
+        size = (int(size[0]), int(size[1]))
+        if image_size is not None and size != tuple(image_size):
+            raise ValueError(
+                f"target {k} is for a {size[0]} x {size[1]} image, but image_size is "
+                f"{tuple(image_size)}: leave image_size out, the size comes with the targets"
+            )
+        sizes.append(size)
+    return sizes
+
+
 def encode_yolo_batch(
     targets: Sequence[dict],
     num_classes: int,
     grid: int,
-    image_size: tuple[int, int],
+    image_size: tuple[int, int] | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """(N, S, S, 5 + C) targets of a batch at once, on ``device``: the same as stacking
     :func:`encode_yolo_targets` of every image, with tensor operations instead of a
     Python loop over the objects (the loss calls it at every step).
 
-    Where several centres fall in one cell, the largest object wins (on equal
-    areas, the later one), as in the loop."""
+    Each image's (height, width) is its target's ``"size"`` (:func:`image_sizes`), or
+    ``image_size`` for targets without one. Where several centres fall in one cell, the
+    largest object wins (on equal areas, the later one), as in the loop."""
     device = torch.device(device)
-    n, height, width = len(targets), *image_size
+    n = len(targets)
     target = torch.zeros(n * grid * grid, 5 + num_classes, device=device)
     if n == 0 or sum(len(t["boxes"]) for t in targets) == 0:
         return target.reshape(n, grid, grid, 5 + num_classes)
+    sizes = torch.tensor(image_sizes(targets, image_size), dtype=torch.float32, device=device)
     boxes = torch.cat([t["boxes"] for t in targets]).to(device, torch.float32)
     labels = torch.cat([t["labels"] for t in targets]).to(device)
     image = _image_index(targets, device)
+    height, width = sizes[image, 0], sizes[image, 1]  # of each object's image
     cx = (boxes[:, 0] + boxes[:, 2]) / 2 / width
     cy = (boxes[:, 1] + boxes[:, 3]) / 2 / height
-    col = (cx * grid).long().clamp(max=grid - 1)
-    row = (cy * grid).long().clamp(max=grid - 1)
+    col = (cx * grid).long().clamp(min=0, max=grid - 1)
+    row = (cy * grid).long().clamp(min=0, max=grid - 1)
     cell = (image * grid + row) * grid + col
     # The winner of each cell: the highest rank in the loop's order (area, then position).
     order = torch.argsort(box_area(boxes), stable=True)
@@ -169,14 +204,21 @@ def _cell_boxes_to_xyxy(xy: torch.Tensor, wh: torch.Tensor, grid: int) -> torch.
 
 class YOLOv1Loss(nn.Module):
     """The YOLO v1 loss for ``course.train.fit``: ``loss(outputs, targets)`` with the
-    model's (N, S, S, 5B + C) output and a list of target dicts (``boxes``, ``labels``)."""
+    model's (N, S, S, 5B + C) output and a list of target dicts (``boxes``, ``labels``,
+    ``size``).
+
+    The size of each image, which turns its pixel boxes into the grid's fractions, comes
+    with the batch: each target's ``"size"`` (height, width), which the loaders and every
+    resizing transform of :mod:`course.detection.transforms` keep current. ``image_size``
+    is only needed for targets without one; when given, it must agree with them.
+    """
 
     def __init__(
         self,
         num_classes: int,
         grid: int,
         boxes_per_cell: int = 2,
-        image_size: tuple[int, int] = (224, 224),
+        image_size: tuple[int, int] | None = None,
         lambda_coord: float = 5.0,
         lambda_noobj: float = 0.5,
     ) -> None:
@@ -191,6 +233,8 @@ class YOLOv1Loss(nn.Module):
     def forward(self, outputs: torch.Tensor, targets: Sequence[dict]) -> torch.Tensor:
         outputs = outputs.float()
         n, s = outputs.shape[0], self.grid
+        if outputs.shape[1:3] != (s, s):
+            raise ValueError(f"outputs are {tuple(outputs.shape[1:3])} cells, the loss's grid {s}")
         target = encode_yolo_batch(
             targets, self.num_classes, s, self.image_size, device=outputs.device
         )
@@ -241,10 +285,13 @@ def decode_yolo(
     """Detections of every image: score = confidence x class probability, boxes in input
     pixels, then per-class NMS. Returns dicts ``boxes``, ``scores``, ``labels``.
 
-    YOLO v1's outputs are linear regressions: a confidence or a class probability
-    outside [0, 1] is clamped into it (so scores lie in [0, 1]), and boxes whose
-    centre or size reach past the image are clipped to it, ``image_size`` =
-    (height, width).
+    ``image_size`` = (height, width) of the network's input (required: the outputs are
+    fractions of the image and cells, and only the caller knows the image). In the paper,
+    YOLO v1's last layer is linear (no activation), so its confidences and class
+    probabilities can leave [0, 1]; :class:`YOLOv1`'s heads end in a sigmoid (box values,
+    confidences) and a softmax (class probabilities), so they cannot. The decoder still
+    clamps both into [0, 1] (scores then lie in [0, 1] whatever head produced them) and
+    clips boxes whose centre or size reach past the image.
     """
     n, s = outputs.shape[0], grid
     height, width = image_size
