@@ -23,7 +23,7 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
-    for name in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "COURSE_AMP_DTYPE"):
+    for name in ("COLAB_RELEASE_TAG", "KAGGLE_KERNEL_RUN_TYPE", "COURSE_AMP"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -81,10 +81,17 @@ def test_a_t4_uses_float16_and_an_a100_bfloat16(fresh, monkeypatch, web):
     assert "no native bfloat16" in text and "No CUDA GPU" not in text
     _cuda(monkeypatch, "NVIDIA A100-SXM4-40GB", (8, 0))
     assert doctor.diagnose(network=False)["device"]["amp_dtype"] == "bfloat16"
-    monkeypatch.setenv("COURSE_AMP_DTYPE", "float16")  # the setting wins, and is shown
+    monkeypatch.setenv("COURSE_AMP", "fp16")  # the setting wins, and is shown
     facts = doctor.diagnose(network=False)
     assert facts["device"]["amp_dtype"] == "float16"
-    assert "COURSE_AMP_DTYPE=float16" in doctor.render(facts)
+    assert "COURSE_AMP=fp16" in doctor.render(facts)
+
+
+def test_the_cpu_shows_its_precision_and_course_amp_changes_it(fresh, monkeypatch):
+    """A CPU trains in float32 by default; COURSE_AMP=fp16 gives it the T4's numerics."""
+    assert "training in float32" in doctor.render(doctor.diagnose(network=False))
+    monkeypatch.setenv("COURSE_AMP", "fp16")
+    assert "training in float16" in doctor.render(doctor.diagnose(network=False))
 
 
 def test_colab_and_kaggle_without_a_gpu_say_which_menu(fresh, monkeypatch):

@@ -50,7 +50,12 @@ def _platform() -> str:
 
 def _device() -> dict[str, Any]:
     device = get_device()
-    facts: dict[str, Any] = {"type": device.type, "cpu_threads": torch.get_num_threads()}
+    facts: dict[str, Any] = {
+        "type": device.type,
+        "cpu_threads": torch.get_num_threads(),
+        # fit's precision by default (course.train.precision; COURSE_AMP changes it)
+        "amp_dtype": str(amp_dtype(device)).removeprefix("torch."),
+    }
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(0)
         facts.update(
@@ -58,7 +63,6 @@ def _device() -> dict[str, Any]:
             capability=f"{major}.{minor}",
             count=torch.cuda.device_count(),
             memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
-            amp_dtype=str(amp_dtype(device)).removeprefix("torch."),
         )
     return facts
 
@@ -231,6 +235,8 @@ def render(facts: dict[str, Any]) -> str:
         )
     else:
         shown = f"{device['type']}, {device['cpu_threads']} torch threads"
+        if "amp_dtype" in device:
+            shown += f"; training in {device['amp_dtype']}"
     settings = ", ".join(f"{k}={val}" for k, val in facts["settings"].items()) or "none set"
     lines = [
         "course doctor (paste all of this into an issue)",

@@ -66,7 +66,8 @@ class _Residual(nn.Module):
 def midpoint_nonlinearity(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, x2: torch.Tensor
 ) -> float:
-    """Mean over the rows of |g(m) - (g(x) + g(x2))/2| / |g(x) - g(x2)|, m = (x + x2)/2.
+    """Mean over the rows of ``||g(m) - (g(x) + g(x2)) / 2|| / ||g(x) - g(x2)||``, with
+    ``m = (x + x2) / 2``.
 
     0 for an affine map g (and for no other continuous one over all pairs); the
     larger, the more g bends between the two points, relative to how far it
