@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry lab clean browser
+.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry student lab clean browser
 
 install: $(STAMP)
 
@@ -92,6 +92,12 @@ lint: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Open _build/html/index.html"
+
+# The student edition: the book without its worked solutions, checkers and skeletons
+# kept, in _build/student, a folder to push as the `student` branch (README).
+student: $(STAMP)
+	rm -rf _build/student
+	$(BIN)/python book/_ext/student.py _build/student
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

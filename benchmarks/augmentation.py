@@ -9,8 +9,9 @@ Times, on one batch of random images, with ``course.utils.time_call``:
 - classification (chapter 3): the slides' pipeline per image with
   ``torchvision.transforms.v2`` (flip, affine, colour jitter, noise, erasing), the
   former Dataset transform, against ``course.data.augment.BatchAugmentation``;
-- detection (chapter 7): ``DetectionAugmentation`` per image against
-  ``BatchDetectionAugmentation``, 3 boxes per image.
+- detection (chapter 7): ``DetectionAugmentation`` per image (the reference kept in
+  ``tests/reference_transforms.py``) against ``BatchDetectionAugmentation``, 3 boxes per
+  image.
 
 The per-image versions run on one CPU core, as in one loader worker (the
 pipeline's cost per batch is then divided by the number of workers, at best);
@@ -21,13 +22,18 @@ per second; nothing is asserted; results go to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torchvision.transforms import v2
 
 from course.data.augment import BatchAugmentation
-from course.detection import BatchDetectionAugmentation, DetectionAugmentation
+from course.detection import BatchDetectionAugmentation
 from course.utils import get_device, time_call
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' reference
+from tests.reference_transforms import DetectionAugmentation  # noqa: E402
 
 
 def per_image_pipeline() -> v2.Compose:

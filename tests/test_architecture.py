@@ -123,3 +123,18 @@ def test_package_docstring_names_the_whole_floor():
 
     named = set(re.findall(r"`(\w+)`", course.__doc__.split("Each\nchapter")[0]))
     assert named == {m.removeprefix("course.") for m in course_api.FLOOR}
+
+
+def test_check_names_only_the_graders_that_return_a_report():
+    """``check_*`` is the name of a write-it-yourself grader, which returns a Report; a
+    function that raises on bad input is ``validate_*`` (a student must not take one for
+    the other). Methods are left out: ``_check_input_dim`` is torch's name, kept so that
+    course.norm's layers stay drop-in."""
+    wrong = []
+    for name, file in _modules().items():
+        for node in ast.parse(file.read_text()).body:  # module-level functions only
+            if isinstance(node, ast.FunctionDef) and node.name.lstrip("_").startswith("check_"):
+                returns = ast.unparse(node.returns) if node.returns is not None else None
+                if returns != "Report":
+                    wrong.append(f"{name}.{node.name} -> {returns}")
+    assert not wrong, f"check_* that return no Report (call them validate_*): {wrong}"

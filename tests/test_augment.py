@@ -8,8 +8,9 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from course.data import augment as A
-from course.detection import BatchDetectionAugmentation, DetectionAugmentation, DetectionResize
+from course.detection import BatchDetectionAugmentation, DetectionResize
 from course.train import fit
+from tests.reference_transforms import DetectionAugmentation
 from tests.test_detection import _random_targets
 
 

@@ -15,7 +15,6 @@ from course.data.voc import (
 from course.detection import (
     CenterNet,
     CenterNetLoss,
-    DetectionAugmentation,
     YOLOv1,
     YOLOv1Loss,
     batched_nms,
@@ -36,6 +35,7 @@ from course.detection import (
     yolo_output_from_targets,
     yolo_to_voc,
 )
+from tests.reference_transforms import DetectionAugmentation
 
 
 def random_boxes(n, seed, size=100.0):

@@ -10,6 +10,7 @@ from torch import nn
 
 from course.data import hornets
 from course.data.hornets import (
+    HornetData,
     find_hornet_images,
     hornet_image_size,
     load_hornet_data,
@@ -337,3 +338,17 @@ def test_one_cache_trains_once_and_keeps_plain_data_beside_the_weights(tmp_path)
     kept, how = train_once(tmp_path / "m.pt", model, train)
     assert "loaded from" in how and len(calls) == 1
     assert kept == {"history": {"train_loss": [1.0, 0.5]}} and (model.weight == 0.5).all()
+
+
+def test_hornet_loader_drops_the_last_batch_only_when_asked():
+    """shuffle and drop_last are two arguments: shuffling a split keeps every image unless
+    drop_last says otherwise (it once followed shuffle silently)."""
+    images = torch.zeros(10, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.arange(10) % 2
+    data = HornetData(images, labels, [], list(range(10)), [], [], "test", real=False)
+    kept = data.loader("train", 4, shuffle=True)
+    assert [len(y) for _, y in kept] == [4, 4, 2]
+    dropped = data.loader("train", 4, shuffle=True, drop_last=True)
+    assert [len(y) for _, y in dropped] == [4, 4]
+    in_order = data.loader("train", 4, drop_last=True)
+    assert torch.cat([y for _, y in in_order]).tolist() == labels[:8].tolist()

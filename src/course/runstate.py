@@ -92,7 +92,7 @@ def filled_by_batchnorm(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
     return filled
 
 
-def check_state_dict_compatible(
+def validate_state_dict(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
 ) -> None:
     """Raise a ValueError naming the keys that differ between ``model`` and ``state_dict``.
@@ -155,7 +155,7 @@ def load_state(
         ) from err
     if model is not None:
         model_state = state.get("model", state)
-        check_state_dict_compatible(model, model_state, source=f"checkpoint {path}")
+        validate_state_dict(model, model_state, source=f"checkpoint {path}")
         model.load_state_dict(model_state)
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])

@@ -523,7 +523,7 @@ def fit(
     every process's random state) and every process resumes from it. The device
     is then the process's GPU (``LOCAL_RANK``), or the CPU.
     """
-    _check_fit_arguments(epochs, grad_accum_steps, keep_best, val_loader)
+    _validate_fit_arguments(epochs, grad_accum_steps, keep_best, val_loader)
     device = resolve_device(device)
     numerics = precision(device, amp)
     channels_last = place(model, device)
@@ -618,7 +618,7 @@ def fit(
     return history
 
 
-def _check_fit_arguments(
+def _validate_fit_arguments(
     epochs: int, grad_accum_steps: int, keep_best: str | None, val_loader: Iterable | None
 ) -> None:
     if epochs < 0:

@@ -21,7 +21,7 @@ from torchvision.models import ResNet18_Weights
 
 from course.config import weights_dir
 from course.models.resnet import ResNet18, resnet18
-from course.runstate import check_state_dict_compatible
+from course.runstate import validate_state_dict
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -123,6 +123,6 @@ def imagenet_resnet18(num_classes: int = 1000) -> ResNet18:
     if num_classes != 1000:
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         state.update({f"fc.{k}": v for k, v in model.fc.state_dict().items()})
-    check_state_dict_compatible(model, state, f"the ImageNet weights {imagenet_weights_path()}")
+    validate_state_dict(model, state, f"the ImageNet weights {imagenet_weights_path()}")
     model.load_state_dict(state, strict=True)
     return model

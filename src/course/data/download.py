@@ -214,7 +214,7 @@ def probe(url: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def _check_name(name: str, staging: Path, archive: Path) -> None:
+def _validate_name(name: str, staging: Path, archive: Path) -> None:
     path = (staging / name).resolve()
     if Path(name).is_absolute() or not path.is_relative_to(staging.resolve()):
         raise DownloadError(f"{archive.name}: refusing the member {name!r} (outside the folder)")
@@ -236,7 +236,7 @@ def safe_extract(archive: str | os.PathLike, staging: str | os.PathLike) -> None
             with tarfile.open(archive) as tar:
                 members = []
                 for member in tar.getmembers():
-                    _check_name(member.name, staging, archive)
+                    _validate_name(member.name, staging, archive)
                     if member.issym() or member.islnk():
                         raise DownloadError(f"{archive.name}: refusing the link {member.name!r}")
                     if member.isfile() or member.isdir():
@@ -246,7 +246,7 @@ def safe_extract(archive: str | os.PathLike, staging: str | os.PathLike) -> None
             with zipfile.ZipFile(archive) as z:
                 infos = z.infolist()
                 for info in infos:
-                    _check_name(info.filename, staging, archive)
+                    _validate_name(info.filename, staging, archive)
                     if stat.S_ISLNK(info.external_attr >> 16):
                         raise DownloadError(f"{archive.name}: refusing the link {info.filename!r}")
                 for info in infos:

@@ -397,16 +397,27 @@ class HornetData:
     real: bool
 
     def loader(
-        self, split: str, batch_size: int, transform=None, shuffle: bool = False, seed: int = 0
+        self,
+        split: str,
+        batch_size: int,
+        transform=None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
     ) -> DataLoader:
-        """A DataLoader over one split ("train", "val" or "test") of float images in [0, 1]."""
+        """A DataLoader over one split ("train", "val" or "test") of float images in [0, 1].
+
+        ``shuffle`` draws a new order each epoch from a generator seeded with
+        ``run_seed(seed)``; ``drop_last`` leaves out an incomplete last batch (for
+        training: every step then sees ``batch_size`` images, BN's statistics included).
+        """
         idx = getattr(self, split)
         data = ImageTensorDataset(self.images[idx], self.labels[idx], transform)
         return DataLoader(
             data,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=shuffle,
+            drop_last=drop_last,
             generator=torch.Generator().manual_seed(run_seed(seed)),
         )
 

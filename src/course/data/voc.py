@@ -159,7 +159,7 @@ class VOCDetection(Dataset):
         image_set: "train", "val", "trainval" or "test".
         classes: class names, in label order (VOC's 20 by default).
         transform: ``transform(image, target) -> (image, target)``, e.g.
-            ``course.detection.DetectionResize`` or ``DetectionAugmentation``; it must
+            ``course.detection.DetectionResize``; it must
             move the boxes with the pixels and keep ``target["size"]`` (height, width)
             current, which the encoders and losses read.
         max_images: keep only the first ``max_images`` images of the split (the
@@ -374,7 +374,7 @@ def voc2007_complete(root: str | os.PathLike | None = None, image_set: str = "tr
     return ""
 
 
-def _check_known_hash(archive: Path, sources: Sequence[Source]) -> None:
+def _validate_known_hash(archive: Path, sources: Sequence[Source]) -> None:
     """A file named as a source with a published MD5 must have it (checked before any
     unpacking); other files are judged on their content."""
     for source in sources:
@@ -435,7 +435,7 @@ def download_voc(
     if archive is not None:
         archive = Path(archive)
         try:
-            _check_known_hash(archive, sources)
+            _validate_known_hash(archive, sources)
             _install_voc2007(archive, root, image_set)
         except DownloadError as error:
             raise DownloadError(
@@ -447,7 +447,7 @@ def download_voc(
         by_hand = root / source.filename
         if by_hand.is_file():
             try:
-                _check_known_hash(by_hand, sources)
+                _validate_known_hash(by_hand, sources)
                 _install_voc2007(by_hand, root, image_set)
             except DownloadError as error:
                 failures.append(f"{by_hand} (on disk): {error}")

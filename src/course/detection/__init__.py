@@ -29,7 +29,6 @@ from course.detection.draw import draw_boxes
 from course.detection.metrics import voc_ap, voc_map
 from course.detection.transforms import (
     BatchDetectionAugmentation,
-    DetectionAugmentation,
     DetectionResize,
 )
 from course.detection.yolo import (
@@ -42,7 +41,6 @@ from course.detection.yolo import (
 
 __all__ = [
     "BatchDetectionAugmentation",
-    "DetectionAugmentation",
     "DetectionResize",
     "CenterNet",
     "CenterNetLoss",

@@ -2,12 +2,12 @@
 
 :class:`DetectionResize` brings an image and its boxes to the model's square size
 (what the loaders do for every split). The augmentation, a horizontal flip then a
-random scale/crop resized back to a square, comes in two versions:
-:class:`DetectionAugmentation`, one image at a time (the readable one, a ``Dataset``
-transform), and :class:`BatchDetectionAugmentation`, a whole batch at once on its
-device, each image with its own draws (the fast one, for ``fit(augment=...)``: no
-Python work per image on the CPU). With the same draws they give the same pixels and
-the same boxes (tested); both move the boxes with :func:`crop_flip_boxes`.
+random scale/crop resized back to a square, is :class:`BatchDetectionAugmentation`: a
+whole batch at once on its device, each image with its own draws, for
+``fit(augment=...)`` (no Python work per image on the CPU). It moves the boxes with
+:func:`crop_flip_boxes`. Its readable per-image twin, which gives the same pixels and
+boxes for the same draws, is kept in the tests as the reference it is checked against
+(``tests/reference_transforms.py``), as torchvision keeps its reference NMS in its tests.
 
 Used in chapter 7.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from course.config import run_seed
 from course.detection.boxes import box_area
 
 MIN_AREA_KEPT = 0.3  # a box with less than 30 % of its area left in the crop is dropped
@@ -97,73 +96,15 @@ class DetectionResize:
         return resized[0].clamp(0, 1), resized_target
 
 
-class DetectionAugmentation:
-    """Horizontal flip and random scale/crop, moving the boxes with the pixels,
-    then a resize to ``size`` x ``size``, one image at a time.
-
-    Boxes that leave the crop are clipped; those with less than 30 % of their
-    area left are dropped. (To resize without augmenting: :class:`DetectionResize`.)
-
-    Randomness comes from torch. Without ``seed``, from its global generator,
-    which a DataLoader seeds anew in every worker and at every epoch, so that
-    workers and epochs all see different flips and crops (reproducible with
-    ``seed_everything`` and the loader's ``generator``). With ``seed``, from a
-    private generator: the same draws every time, for figures.
-    """
-
-    def __init__(self, size: int, min_scale: float = 0.6, seed: int | None = None) -> None:
-        self.size, self.min_scale = size, min_scale
-        self.generator = torch.Generator().manual_seed(run_seed(seed)) if seed is not None else None
-
-    def _uniform(self) -> float:
-        return float(torch.rand((), generator=self.generator))
-
-    def draw(self, height: int, width: int) -> tuple[bool, int, int, int, int]:
-        """One image's draws: ``(flip, x0, y0, crop width, crop height)``."""
-        flip = self._uniform() < 0.5
-        scale = self.min_scale + (1.0 - self.min_scale) * self._uniform()
-        cw, ch = int(width * scale), int(height * scale)
-        x0, y0 = int(self._uniform() * (width - cw + 1)), int(self._uniform() * (height - ch + 1))
-        return flip, x0, y0, cw, ch
-
-    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
-        _, h, w = image.shape
-        return self.apply(image, target, self.draw(h, w))
-
-    def apply(
-        self, image: torch.Tensor, target: dict, draws: tuple[bool, int, int, int, int]
-    ) -> tuple[torch.Tensor, dict]:
-        """Flip, crop and resize ``image`` (3, H, W) and its ``target`` with given draws."""
-        flip, x0, y0, cw, ch = draws
-        width = image.shape[-1]
-        if flip:
-            image = image.flip(-1)
-        crop = image[None, :, y0 : y0 + ch, x0 : x0 + cw]
-        image = F.interpolate(
-            crop, size=(self.size, self.size), mode="bilinear", align_corners=False
-        )[0]
-        boxes, keep = crop_flip_boxes(
-            target["boxes"],
-            torch.tensor(flip),
-            torch.tensor(x0),
-            torch.tensor(y0),
-            torch.tensor(cw),
-            torch.tensor(ch),
-            width,
-            self.size,
-        )
-        return image.clamp(0, 1), _select(target, boxes, keep, (self.size, self.size))
-
-
 class BatchDetectionAugmentation:
-    """:class:`DetectionAugmentation`'s flip and scale/crop for a whole batch, on its
-    device: square images (B, 3, S, S), already at the training size, and their list
-    of B targets. Each image draws its own flip and crop; the crop is resized back
-    to S x S.
+    """A horizontal flip and a random scale/crop (60 to 100 % of the side by default),
+    moving the boxes with the pixels, for a whole batch on its device: square images
+    (B, 3, S, S), already at the training size, and their list of B targets. Each image
+    draws its own flip and crop; the crop is resized back to S x S.
 
     The crop is read with ``grid_sample`` at the very positions ``F.interpolate``
-    reads on the cropped image, so that with the same draws both versions give the
-    same pixels. Called as ``augment(images, targets) -> (images, targets)``, the
+    reads on the cropped image, so that with the same draws it gives the pixels of a
+    crop taken and resized image by image (the reference in the tests). Called as ``augment(images, targets) -> (images, targets)``, the
     form ``course.train.fit(augment=...)`` applies to every training batch after
     its transfer. Randomness comes from torch's generator of the batch's device.
     """
@@ -173,7 +114,8 @@ class BatchDetectionAugmentation:
 
     def draw(self, n: int, size: int, device: torch.device) -> torch.Tensor:
         """The draws of ``n`` images of ``size`` x ``size``: (n, 5) int64 columns
-        ``(flip, x0, y0, crop width, crop height)``, as :meth:`DetectionAugmentation.draw`."""
+        ``(flip, x0, y0, crop width, crop height)``: flip with probability 1/2, a square
+        crop of ``min_scale`` to 1 times the side, at a uniform position inside the image."""
         u = torch.rand(n, 4, device=device, dtype=torch.float64)
         crop = (size * (self.min_scale + (1.0 - self.min_scale) * u[:, 1])).long()
         x0 = (u[:, 2] * (size - crop + 1)).long()

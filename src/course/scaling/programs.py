@@ -371,7 +371,7 @@ def train_hornets_data_parallel(
     )
     net = rank_zero_first(lambda: imagenet_resnet18(2) if imagenet else resnet18(2))
     model = with_imagenet_normalization(net)
-    train = data.loader("train", batch_per_process, shuffle=True)
+    train = data.loader("train", batch_per_process, shuffle=True, drop_last=True)
     steps_per_epoch = len(train) // world  # fit shards the minibatches over the processes
     if steps_per_epoch == 0:
         raise ValueError(
