@@ -139,9 +139,11 @@ def _pick_calls(source: str) -> list[tuple]:
             if set(values) != {"smoke", "cpu", "gpu"}:
                 continue
             try:
-                calls.append(tuple(ast.literal_eval(values[p]) for p in ("smoke", "cpu", "gpu")))
-            except ValueError:  # a value computed at run time
-                pass
+                call = tuple(ast.literal_eval(values[p]) for p in ("smoke", "cpu", "gpu"))
+                hash(call)
+            except (ValueError, TypeError):  # computed at run time, or a list
+                continue
+            calls.append(call)
     return calls
 
 
