@@ -51,7 +51,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,12 +134,13 @@ def load_runs(root: Path = ROOT) -> dict[str, dict[str, dict]]:
     return runs
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_text(path: Path, text: str) -> None:
+    """Write ``path`` atomically (``course.runstate.atomic_write``): a reader, or a build
+    running beside, never sees half a file. Used by every generator of book/_ext."""
+    from course.runstate import atomic_write
+
+    with atomic_write(path, durable=False) as f:
+        f.write(text.encode())
 
 
 def _git(root: Path, *args: str) -> str:
@@ -211,7 +211,7 @@ def record(
         f: run.get(f) for f in FIELDS
     }
     data["runs"] = dict(sorted(data["runs"].items()))
-    _atomic_write(runs_file, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_text(runs_file, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return run
 
 
@@ -403,7 +403,7 @@ def write(root: Path = ROOT) -> list[str]:
     """Rewrite the out-of-date files (atomically); returns their paths."""
     stale = _stale(root)
     for path, content in stale.items():
-        _atomic_write(root / path, content)
+        write_text(root / path, content)
     return list(stale)
 
 
