@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-PLAN = re.compile(r"^\*\*In a lab of 2–3 hours\*\*: \S.*$", re.M)
+PLAN = re.compile(r"^\*\*In a lab of 2–3 hours\*\*(?: \([^\n]*?\))?: \S.*$", re.M)
 OFF_PLAN = "off-plan"
 
 

@@ -38,7 +38,7 @@ EXPECTED = {
     "04_adversarial_fgsm": [
         r"weights: ImageNet-1k weights",
         r"data: real photos from .*/data/hornets",
-        r"hornets: \d+ test images at 64 px",
+        r"hornets: \d+ of chapter 3's \d+ test images at 64 px",  # chapter 3's classifier
         r"photo: ImageNet ResNet18 on \(3, 224, 224\)",
         r"targeted PGD \d/255: gibbon \d",
     ],

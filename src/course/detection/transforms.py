@@ -104,9 +104,10 @@ class BatchDetectionAugmentation:
 
     The crop is read with ``grid_sample`` at the very positions ``F.interpolate``
     reads on the cropped image, so that with the same draws it gives the pixels of a
-    crop taken and resized image by image (the reference in the tests). Called as ``augment(images, targets) -> (images, targets)``, the
-    form ``course.train.fit(augment=...)`` applies to every training batch after
-    its transfer. Randomness comes from torch's generator of the batch's device.
+    crop taken and resized image by image (the reference in the tests). Called as
+    ``augment(images, targets) -> (images, targets)``, the form
+    ``course.train.fit(augment=...)`` applies to every training batch after its
+    transfer. Randomness comes from torch's generator of the batch's device.
     """
 
     def __init__(self, min_scale: float = 0.6) -> None:
