@@ -234,3 +234,18 @@ def test_every_cell_has_a_unique_id(path):
     """nbformat 4.5 requires cell ids (nbformat warns, and will refuse, without them)."""
     ids = [cell.get("id") for cell in _cells(path)]
     assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: cells without an id"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_that_shows_a_figure_gives_it_a_text_alternative(path):
+    """A cell that calls ``plt.show()`` carries its figure's alt text in
+    ``metadata.mystnb.image.alt`` (the accessibility check of the built book finds a
+    missing one too, but only at the end of ``make test``, after every notebook ran)."""
+    missing = [
+        c["id"]
+        for c in _cells(path)
+        if c["cell_type"] == "code"
+        and "plt.show()" in "".join(c["source"])
+        and not c["metadata"].get("mystnb", {}).get("image", {}).get("alt")
+    ]
+    assert not missing, f"{path.name}: figures without alt text in cells {missing}"
