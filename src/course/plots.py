@@ -1,7 +1,9 @@
-"""Shared matplotlib helpers: training curves and image grids.
+"""Shared matplotlib helpers: training curves, image grids, explorers.
 
-Every function draws into new or given axes and returns the figure, so a
-notebook can ``fig.savefig(...)`` and a test can inspect what was drawn.
+:func:`plot_history` and :func:`show_images` draw a new figure and return it, so a
+notebook can ``fig.savefig(...)`` and a test can inspect what was drawn;
+:func:`moving_average` smooths a curve before it is drawn; :func:`explorer` shows a
+drawing function's default figure, then the sliders that redraw it.
 
 Used in every chapter.
 """
