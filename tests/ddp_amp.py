@@ -19,26 +19,15 @@ import sys
 
 import torch
 import torch.distributed as dist
+from ddp_fit import data, model  # the same data and network as the other DDP checks (tests/)
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from course.runstate import save_state
 from course.train import fit
 
-SAMPLES = 64
 ALL_REDUCES = [0]  # the gradient all-reduces of this process, counted by the hook
-
-
-def data() -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(SAMPLES, 10, generator=g)
-    return TensorDataset(x, (x[:, 0] + x[:, 1] > 0).long())
-
-
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
 def _counting_hook(state, bucket):
