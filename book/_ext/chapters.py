@@ -28,6 +28,7 @@ import argparse
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,13 +288,21 @@ def main(argv: list[str] | None = None) -> int:
         for kind, paths in dry_run(*args.dry_run).items():
             print(f"{kind}:\n" + "\n".join(f"  {p}" for p in paths))
         return 0
-    if args.write:
+    return write_or_report(args.write, write, out_of_date, "book/_ext/chapters.py")
+
+
+def write_or_report(
+    rewrite: bool, write: Callable[[], list[str]], out_of_date: Callable[[], list[str]], script: str
+) -> int:
+    """The command line of a generator of book/_ext (this one, stamp.py): with ``rewrite``,
+    ``write()`` and say what it wrote; else say what is out of date, exit 1 when anything is."""
+    if rewrite:
         print("\n".join(f"wrote {p}" for p in write()) or "everything up to date")
         return 0
     stale = out_of_date()
     print(
         "\n".join(f"out of date: {p}" for p in stale)
-        + ("\nrun: python book/_ext/chapters.py --write" if stale else "everything up to date")
+        + (f"\nrun: python {script} --write" if stale else "everything up to date")
     )
     return 1 if stale else 0
 

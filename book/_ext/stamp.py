@@ -434,15 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite the stamps")
     args = parser.parse_args(argv)
-    if args.write:
-        print("\n".join(f"wrote {p}" for p in write()) or "everything up to date")
-        return 0
-    stale = out_of_date()
-    print(
-        "\n".join(f"out of date: {p}" for p in stale)
-        + ("\nrun: python book/_ext/stamp.py --write" if stale else "everything up to date")
-    )
-    return 1 if stale else 0
+    from chapters import write_or_report  # book/_ext/chapters.py: the generators' CLI
+
+    return write_or_report(args.write, write, out_of_date, "book/_ext/stamp.py")
 
 
 if __name__ == "__main__":
