@@ -9,6 +9,11 @@ N cores with ``os.sched_setaffinity``, as on a Colab T4 runtime with 2 vCPUs;
 notebooks; ``--t4`` is ``--amp fp16`` (float16 with a gradient scaler, a T4's
 numerics) on any GPU or on the CPU. Each notebook's line also gives the share of its
 training time (``course.train.fit``) spent waiting for the data loader.
+``--max-steps N`` sets ``COURSE_MAX_STEPS`` (every training loop stops each epoch after N
+batches: :func:`course.config.capped`), a rehearsal of a profile's code paths in bounded
+time, e.g. the gpu profile on a CPU; a claim (an ``assert`` statement of a cell) that
+does not hold is then listed and the run goes on, since a few steps cannot reach the
+chapter's results: only an exception fails the notebook.
 ``--record`` writes each notebook that passed into ``benchmarks/runs.json`` (date,
 commit, profile, device, cores, torch and Python versions, seconds, peak memory: the
 GPU's ``max_memory_allocated`` when CUDA was used, else the largest resident set of
@@ -27,6 +32,7 @@ notebook with its wall time; exit status 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,9 +165,44 @@ def _record(path: Path, seconds: float, peak_rss: int, facts_file: Path, runs: P
     print(f"    recorded in {runs.name}: {run['profile']} on {run['device']}", flush=True)
 
 
+class _AssertsGoOn(ast.NodeTransformer):
+    """``assert test, msg`` -> ``if not test: __missed__(line, "test", msg)``."""
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        call = ast.Call(
+            ast.Name("__missed__", ast.Load()),
+            [
+                ast.Constant(node.lineno),
+                ast.Constant(ast.unparse(node.test)),
+                node.msg or ast.Constant(None),
+            ],
+            [],
+        )
+        check = ast.If(ast.UnaryOp(ast.Not(), node.test), [ast.Expr(call)], [])
+        return ast.copy_location(check, node)
+
+
+def _rehearsal(path: Path) -> tuple[dict, Callable, list]:
+    """Under ``COURSE_MAX_STEPS``: the namespace entry, the cell compiler and the list of
+    the claims that did not hold (cell, line, test, message)."""
+    missed: list[tuple[int, int, str, str]] = []
+    cell = [0]
+
+    def record(line: int, test: str, message: object) -> None:
+        missed.append((cell[0], line, test, "" if message is None else str(message)[:160]))
+
+    def compile_cell(index: int, source: str):
+        cell[0] = index
+        tree = ast.fix_missing_locations(_AssertsGoOn().visit(ast.parse(source)))
+        return compile(tree, f"{path.name}[cell {index}]", "exec")
+
+    return {"__missed__": record}, compile_cell, missed
+
+
 def execute(path: Path) -> None:
     """Run one notebook's code cells in this process (called in a subprocess)."""
     import course.train
+    from course.config import max_steps
 
     histories = []
     fit = course.train.fit
@@ -170,8 +212,12 @@ def execute(path: Path) -> None:
         return histories[-1]
 
     course.train.fit = recording_fit  # before any module or cell imports it
+    namespace, compile_cell, missed = ({}, None, []) if max_steps() is None else _rehearsal(path)
     execute_cells(
-        path, report=lambda i, seconds: print(f"    cell {i}: {seconds:.1f} s", flush=True)
+        path,
+        namespace,
+        compile_cell=compile_cell,
+        report=lambda i, seconds: print(f"    cell {i}: {seconds:.1f} s", flush=True),
     )
     train = sum(sum(h.seconds) for h in histories)
     wait = sum(sum(h.data_seconds) for h in histories)
@@ -179,6 +225,14 @@ def execute(path: Path) -> None:
     print(
         f"    fit: {len(histories)} runs, {train:.1f} s of training, data wait {share}", flush=True
     )
+    for cell, line, test, message in missed:
+        print(
+            f"    claim not reached at COURSE_MAX_STEPS={max_steps()}: cell {cell} line {line}: "
+            f"assert {test}" + (f"  ({message})" if message else ""),
+            flush=True,
+        )
+    if max_steps() is not None:
+        print(f"    claims not reached: {len(missed)}", flush=True)
     _write_run_facts()
 
 
@@ -191,6 +245,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--t4", action="store_true", help="--amp fp16: a T4's numerics")
     parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="COURSE_MAX_STEPS: each training loop stops after this many batches per epoch",
+    )
+    parser.add_argument(
         "--record", action="store_true", help="record each run that passed (--runs-file)"
     )
     parser.add_argument(
@@ -202,7 +261,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.t4 and args.amp not in (None, "fp16"):
         parser.error("--t4 means --amp fp16")
+    if args.max_steps is not None and (args.record or args.max_steps < 1):
+        parser.error("--max-steps takes a positive number and is a rehearsal: not --record")
     env = dict(os.environ)
+    if args.max_steps is not None:
+        env["COURSE_MAX_STEPS"] = str(args.max_steps)
+    elif args.record and env.get("COURSE_MAX_STEPS"):
+        parser.error("COURSE_MAX_STEPS is set: a rehearsal is not recorded (unset it)")
     if args.t4 or args.amp:
         env["COURSE_AMP"] = args.amp or "fp16"
     if args.cpus is not None:

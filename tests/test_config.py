@@ -130,3 +130,17 @@ def test_course_amp_is_read_here_and_the_old_setting_says_what_replaced_it(monke
     with pytest.raises(ValueError, match="Unset COURSE_AMP_DTYPE and set COURSE_AMP=bf16"):
         amp_setting()
     assert "COURSE_AMP" in SETTINGS and "COURSE_AMP_DTYPE" not in SETTINGS
+
+
+def test_course_max_steps_caps_and_bad_values_say_what_to_set(monkeypatch):
+    from course.config import SETTINGS, capped, max_steps
+
+    monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
+    assert max_steps() is None and capped(500) == 500
+    monkeypatch.setenv("COURSE_MAX_STEPS", " 3 ")
+    assert max_steps() == 3 and capped(500) == 3 and capped(2) == 2
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv("COURSE_MAX_STEPS", bad)
+        with pytest.raises(ValueError, match=f"COURSE_MAX_STEPS='{bad}' is not a positive"):
+            max_steps()
+    assert "COURSE_MAX_STEPS" in SETTINGS

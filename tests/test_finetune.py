@@ -1,7 +1,9 @@
+
 """Chapter 3: the hornet data, the split, freezing and the pretrained fallback."""
 
 import copy
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -352,3 +354,23 @@ def test_hornet_loader_drops_the_last_batch_only_when_asked():
     assert [len(y) for _, y in dropped] == [4, 4]
     in_order = data.loader("train", 4, drop_last=True)
     assert torch.cat([y for _, y in in_order]).tolist() == labels[:8].tolist()
+
+
+def test_a_rehearsal_under_course_max_steps_never_shares_the_real_cache(tmp_path, monkeypatch):
+    """A model trained under COURSE_MAX_STEPS is cached under its own name: the real run
+    afterwards trains (and does not load the few-step model), and the rehearsal reuses its own."""
+    from course.pretrained import train_once
+
+    calls = []
+
+    def train():
+        calls.append(os.environ.get("COURSE_MAX_STEPS"))
+        return {}
+
+    monkeypatch.setenv("COURSE_MAX_STEPS", "2")
+    assert "trained and saved" in train_once(tmp_path / "m.pt", nn.Linear(2, 2), train)[1]
+    assert "loaded from" in train_once(tmp_path / "m.pt", nn.Linear(2, 2), train)[1]
+    monkeypatch.delenv("COURSE_MAX_STEPS")
+    assert "trained and saved" in train_once(tmp_path / "m.pt", nn.Linear(2, 2), train)[1]
+    assert calls == ["2", None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m_max2steps.pt"]

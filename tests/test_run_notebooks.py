@@ -59,3 +59,49 @@ def test_claims_dry_run_reports_each_assert_its_spread_and_the_seed_moves_the_dr
     assert all(
         abs(m - (0.5 - xs[run["seed"]])) < 1e-9 for m, run in zip(margins, runs, strict=True)
     )
+
+
+REHEARSAL = """import torch
+from torch.utils.data import DataLoader, TensorDataset
+from course.train import fit
+m = torch.nn.Linear(4, 2)
+data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,))), batch_size=8)
+history = fit(m, data, epochs=2, optimizer=torch.optim.SGD(m.parameters(), lr=0.1),
+              progress=False)
+assert history.steps == [8, 8], f"steps {history.steps}"
+print("after the claim", history.steps)
+"""
+
+
+def _notebook(path, *sources):
+    cells = [
+        {"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None}
+        for s in sources
+    ]
+    path.write_text(
+        json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    )
+    return path
+
+
+def test_max_steps_rehearsal_caps_fit_lists_the_claims_it_misses_and_fails_on_errors(tmp_path):
+    """--max-steps 3: fit takes 3 batches per epoch, the claim that needs 8 is listed and the
+    cell goes on; an exception still fails the notebook; without the cap the claim holds;
+    a rehearsal is never --record'ed."""
+    good = _notebook(tmp_path / "good.ipynb", REHEARSAL)
+    result = _benchmark("run_notebooks.py", "--max-steps", "3", str(good))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "after the claim [3, 3]" in result.stdout
+    assert (
+        "claim not reached at COURSE_MAX_STEPS=3: cell 0 line 8: assert history.steps == [8, 8]"
+        "  (steps [3, 3])" in result.stdout
+    )
+    assert "claims not reached: 1" in result.stdout and "good.ipynb:" in result.stdout
+    full = _benchmark("run_notebooks.py", str(good))
+    assert full.returncode == 0 and "after the claim [8, 8]" in full.stdout
+    assert "claim not reached" not in full.stdout
+    bad = _notebook(tmp_path / "bad.ipynb", REHEARSAL, "raise RuntimeError('a real bug')")
+    result = _benchmark("run_notebooks.py", "--max-steps", "3", str(bad))
+    assert result.returncode == 1 and "a real bug" in result.stderr
+    refused = _benchmark("run_notebooks.py", "--max-steps", "3", "--record", str(good))
+    assert refused.returncode == 2 and "not --record" in refused.stderr

@@ -588,3 +588,51 @@ def test_history_counts_optimizer_steps_and_keeps_them_through_a_checkpoint(tmp_
     assert history.steps == [8, 8]
     saved = History.from_dict(load_state(tmp_path / "run.pt")["history"])
     assert saved.steps == [8, 8] and all(isinstance(s, int) for s in saved.steps)
+
+
+class CountingLoader:
+    """A loader of `n` batches that counts the batches it handed out."""
+
+    def __init__(self, n, batch_size=4):
+        self.loader = DataLoader(_data(n * batch_size), batch_size=batch_size)
+        self.taken = 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.taken += 1
+            yield batch
+
+
+def test_course_max_steps_caps_every_training_loop_per_epoch(monkeypatch):
+    """COURSE_MAX_STEPS=3: fit takes 3 batches per epoch (3 optimizer steps, the scheduler
+    stepped 3 times each epoch), train_steps 3 steps, train_patch 3 batches per epoch;
+    evaluation is not capped. Unset, the same loops take every batch."""
+    from course.adversarial import train_patch
+
+    def run():
+        torch.manual_seed(0)
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        loader, val = CountingLoader(10), CountingLoader(5)
+        history = fit(model, loader, val, epochs=2, optimizer=opt, scheduler=sched,
+                      device="cpu", progress=False)  # fmt: skip
+        steps = train.train_steps(model, CountingLoader(10), opt, 8, device="cpu")
+        images = DataLoader(TensorDataset(torch.rand(40, 3, 8, 8), torch.zeros(40)), 4)
+        counting = CountingLoader(10)
+        counting.loader = images
+        train_patch(model_2d, counting, 2, 0, epochs=2, device="cpu", progress=False)
+        return history, loader.taken, val.taken, sched.last_epoch, len(steps), counting.taken
+
+    model_2d = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
+    history, taken, val_taken, last_epoch, n_steps, patch_taken = run()
+    assert (history.steps, taken, val_taken, last_epoch) == ([10, 10], 20, 10, 20)
+    assert (n_steps, patch_taken) == (8, 20)
+    monkeypatch.setenv("COURSE_MAX_STEPS", "3")
+    history, taken, val_taken, last_epoch, n_steps, patch_taken = run()
+    assert (history.steps, taken, val_taken, last_epoch) == ([3, 3], 6, 10, 6)
+    assert (n_steps, patch_taken) == (3, 6)

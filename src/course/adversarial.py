@@ -27,6 +27,7 @@ Used in chapter 4.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -34,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course.check import Report, compare, run_checks
-from course.config import run_seed
+from course.config import max_steps, run_seed
 from course.train import to_device
 from course.utils import eval_mode, model_device
 
@@ -259,6 +260,7 @@ def train_patch(
     Each step pastes the patch at random positions on a batch of images and
     takes an Adam step on the patch's pixels to decrease CE(model(x_patched),
     target); the pixels stay in [0, 1]. The model is frozen and left in its mode.
+    With ``$COURSE_MAX_STEPS`` set, each epoch stops after that many batches.
     Returns the patch (C, patch_size, patch_size) on the CPU.
     """
     device = torch.device(device) if device is not None else model_device(model)
@@ -267,7 +269,7 @@ def train_patch(
     optimizer = None
     with eval_mode(model):
         for _ in tqdm(range(epochs), desc="patch", leave=False, disable=not progress):
-            for x, _y in loader:
+            for x, _y in itertools.islice(loader, max_steps()):  # $COURSE_MAX_STEPS, or all
                 x = to_device(x, device)
                 if patch is None:
                     patch = torch.rand(x.shape[1], patch_size, patch_size, generator=generator)

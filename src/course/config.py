@@ -43,6 +43,10 @@ SETTINGS = {
     "are not told one, on any device; fp16 is float16 autocast with a gradient scaler, a "
     "T4's numerics (on a CPU too); default: bf16 on GPUs that compute it natively (compute "
     "capability 8 and later), fp16 on older ones (T4), off (float32) on the CPU",
+    "COURSE_MAX_STEPS": "a positive integer n: every training loop of the package stops each "
+    "epoch after n batches (fit, train_steps, the adversarial patch), to rehearse a profile's "
+    "code paths in bounded time (the gpu profile on a CPU); the results then say nothing and "
+    "the chapters' claims are not expected to hold; default: unset, no cap",
 }
 
 T = TypeVar("T")
@@ -97,6 +101,38 @@ def amp_setting() -> str | None:
             f"{', '.join(AMP_MODES)} (or unset it for the device's default)."
         )
     return value
+
+
+def max_steps() -> int | None:
+    """``$COURSE_MAX_STEPS`` (a positive integer), or None when unset: the most batches a
+    training loop takes per epoch (:func:`capped`).
+
+    A rehearsal setting, not a way to train: ``COURSE_PROFILE=gpu COURSE_MAX_STEPS=2``
+    runs every code path of the gpu profile, at its sizes, on a CPU in bounded time.
+
+    Raises:
+        ValueError: ``COURSE_MAX_STEPS`` is not a positive integer.
+    """
+    value = os.environ.get("COURSE_MAX_STEPS", "").strip()
+    if not value:
+        return None
+    try:
+        steps = int(value)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise ValueError(
+            f"COURSE_MAX_STEPS={value!r} is not a positive integer; set it to the most "
+            "batches per epoch a training loop may take (e.g. 2), or unset it."
+        )
+    return steps
+
+
+def capped(batches: int) -> int:
+    """``batches``, or :func:`max_steps` when that is set and smaller: how many batches
+    (or steps) a training loop that would take ``batches`` takes in this run."""
+    cap = max_steps()
+    return batches if cap is None else min(batches, cap)
 
 
 #: How far apart the seeds of two values of ``COURSE_SEED`` are: the notebooks draw with

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from course.config import cache_dir, data_paths, run_seed
+from course.config import cache_dir, data_paths, max_steps, run_seed
 from course.data.hornets import (
     DISTRACTORS,
     GENERATOR_VERSION,
@@ -74,8 +74,13 @@ def train_once(
     (a history, a description), and save both atomically. Returns that plain data
     and a sentence saying which happened. ``path``'s name must carry everything the
     result depends on (versions, sizes, seed, a fingerprint of the data): a file is
-    never checked against its key, only found or not.
+    never checked against its key, only found or not. Under ``$COURSE_MAX_STEPS`` (a
+    rehearsal, :func:`course.config.max_steps`) the name also carries the cap, so that a
+    model trained a few steps never stands in for the real one.
     """
+    cap = max_steps()
+    if cap is not None:
+        path = path.with_name(f"{path.stem}_max{cap}steps{path.suffix}")
     if path.exists():
         state = load_state(path, model)
         return {k: v for k, v in state.items() if k != "model"}, f"loaded from {path}"

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from course.config import amp_setting
+from course.config import amp_setting, capped
 from course.distributed import (
     all_rng_states,
     global_sums,
@@ -513,6 +513,8 @@ def fit(
     ``History.data_seconds`` is the time spent waiting for the training loader:
     its share of ``History.seconds`` says whether the GPU starves for data;
     ``History.steps`` counts the optimizer steps taken (the progress bar shows them).
+    With ``$COURSE_MAX_STEPS`` set (:func:`course.config.capped`), each epoch stops after
+    that many batches: a rehearsal of the code paths, not a training run.
 
     Under ``torchrun`` (a process group initialised, :func:`is_distributed`), every
     process calls ``fit`` alike: the model is wrapped in DistributedDataParallel
@@ -727,7 +729,7 @@ def _train_one_epoch(
     averaging of gradients over the processes until the group is complete).
     """
     model.train()
-    num_batches = len(loader)  # type: ignore[arg-type]
+    num_batches = capped(len(loader))  # type: ignore[arg-type]  # $COURSE_MAX_STEPS
     total_loss: Any = 0.0
     total_correct: Any = 0
     total_seen, accuracy_known = 0, True
@@ -801,7 +803,10 @@ def train_steps(
     step where a run diverges; ``$COURSE_AMP`` does not change it (a T4 runs it in
     float32 too). With ``amp="fp16"`` a step the scaler skips is still one of the
     ``steps`` (its loss is recorded) but the scheduler waits (:class:`OptimizerSteps`).
+    With ``$COURSE_MAX_STEPS`` set (:func:`course.config.capped`) it takes at most that
+    many steps, and returns that many losses.
     """
+    steps = capped(steps)  # $COURSE_MAX_STEPS, a rehearsal: fewer steps
     device = resolve_device(device)
     numerics = precision(device, amp)
     channels_last = place(model, device)
