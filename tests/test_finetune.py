@@ -1,4 +1,3 @@
-
 """Chapter 3: the hornet data, the split, freezing and the pretrained fallback."""
 
 import copy
