@@ -608,9 +608,10 @@ class CountingLoader:
 
 def test_course_max_steps_caps_every_training_loop_per_epoch(monkeypatch):
     """COURSE_MAX_STEPS=3: fit takes 3 batches per epoch (3 optimizer steps, the scheduler
-    stepped 3 times each epoch), train_steps 3 steps, train_patch 3 batches per epoch;
-    evaluation is not capped. Unset, the same loops take every batch."""
-    from course.adversarial import train_patch
+    stepped 3 times each epoch), train_steps 3 steps, train_patch 3 batches per epoch,
+    accuracy_under_attack 3 batches; evaluation is not capped. Unset, the same loops take
+    every batch."""
+    from course.adversarial import accuracy_under_attack, fgsm, train_patch
 
     def run():
         torch.manual_seed(0)
@@ -621,18 +622,22 @@ def test_course_max_steps_caps_every_training_loop_per_epoch(monkeypatch):
         history = fit(model, loader, val, epochs=2, optimizer=opt, scheduler=sched,
                       device="cpu", progress=False)  # fmt: skip
         steps = train.train_steps(model, CountingLoader(10), opt, 8, device="cpu")
-        images = DataLoader(TensorDataset(torch.rand(40, 3, 8, 8), torch.zeros(40)), 4)
+        images = DataLoader(TensorDataset(torch.rand(40, 3, 8, 8), torch.zeros(40).long()), 4)
         counting = CountingLoader(10)
         counting.loader = images
         train_patch(model_2d, counting, 2, 0, epochs=2, device="cpu", progress=False)
-        return history, loader.taken, val.taken, sched.last_epoch, len(steps), counting.taken
+        attacked = CountingLoader(10)
+        attacked.loader = images
+        accuracy_under_attack(model_2d, attacked, fgsm, [0, 0.1], device="cpu", progress=False)
+        taken = counting.taken + attacked.taken
+        return history, loader.taken, val.taken, sched.last_epoch, len(steps), taken
 
     model_2d = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
     monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
     history, taken, val_taken, last_epoch, n_steps, patch_taken = run()
     assert (history.steps, taken, val_taken, last_epoch) == ([10, 10], 20, 10, 20)
-    assert (n_steps, patch_taken) == (8, 20)
+    assert (n_steps, patch_taken) == (8, 20 + 10)
     monkeypatch.setenv("COURSE_MAX_STEPS", "3")
     history, taken, val_taken, last_epoch, n_steps, patch_taken = run()
     assert (history.steps, taken, val_taken, last_epoch) == ([3, 3], 6, 10, 6)
-    assert (n_steps, patch_taken) == (3, 6)
+    assert (n_steps, patch_taken) == (3, 6 + 3)

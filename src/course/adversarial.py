@@ -198,12 +198,14 @@ def accuracy_under_attack(
 
     Every sample counts: one already misclassified on clean data counts as
     wrong at every eps (it needs no attack). See :func:`flip_rate` for the
-    success rate among the samples that were right.
+    success rate among the samples that were right. With ``$COURSE_MAX_STEPS`` set, only
+    that many batches are attacked (a rehearsal).
     """
     device = torch.device(device) if device is not None else model_device(model)
     correct = dict.fromkeys(epsilons, 0)
     seen = 0
-    for x, y in tqdm(loader, desc="attacking", leave=False, disable=not progress):
+    batches = itertools.islice(loader, max_steps())  # $COURSE_MAX_STEPS, or all
+    for x, y in tqdm(batches, desc="attacking", leave=False, disable=not progress):
         x, y = to_device(x, device), to_device(y, device)
         for eps in epsilons:
             x_adv = x if eps == 0 else attack(model, x, y, eps)

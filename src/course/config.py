@@ -43,8 +43,9 @@ SETTINGS = {
     "are not told one, on any device; fp16 is float16 autocast with a gradient scaler, a "
     "T4's numerics (on a CPU too); default: bf16 on GPUs that compute it natively (compute "
     "capability 8 and later), fp16 on older ones (T4), off (float32) on the CPU",
-    "COURSE_MAX_STEPS": "a positive integer n: every training loop of the package stops each "
-    "epoch after n batches (fit, train_steps, the adversarial patch), to rehearse a profile's "
+    "COURSE_MAX_STEPS": "a positive integer n: every loop of the package that trains or attacks "
+    "stops each pass after n batches (fit, train_steps, the adversarial patch, "
+    "accuracy_under_attack), to rehearse a profile's "
     "code paths in bounded time (the gpu profile on a CPU); the results then say nothing and "
     "the chapters' claims are not expected to hold; default: unset, no cap",
 }
@@ -105,7 +106,7 @@ def amp_setting() -> str | None:
 
 def max_steps() -> int | None:
     """``$COURSE_MAX_STEPS`` (a positive integer), or None when unset: the most batches a
-    training loop takes per epoch (:func:`capped`).
+    training loop (or an attack's evaluation) takes per pass (:func:`capped`).
 
     A rehearsal setting, not a way to train: ``COURSE_PROFILE=gpu COURSE_MAX_STEPS=2``
     runs every code path of the gpu profile, at its sizes, on a CPU in bounded time.
