@@ -70,7 +70,11 @@ def saved_activation_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
         key = _storage_key(t)
         if key not in own:
             seen[key] = t.untyped_storage().nbytes()
-        return t
+        # Not ``t`` itself: a saved output that holds its own grad_fn would make a
+        # reference cycle outside Python's garbage collector, and every call would leak
+        # the activations it measures (165 MiB per call for ResNet18 on 8 images at 224 px;
+        # pytorch/pytorch#115255: the documented pack hooks detach too).
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(*inputs)
