@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry student lab clean browser
+.PHONY: install test test-colab unit notebooks lint book book-smoke gpu-report-dry gpu-rehearsal student lab clean browser
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ test: $(STAMP) browser
 gpu-report-dry: $(STAMP)
 	rm -rf _build/gpu-report-dry
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/gpu_report.py _build/gpu-report-dry --dry-run
+
+# Every chapter's gpu profile on a machine without a GPU, each training loop capped at
+# 2 batches per pass (COURSE_MAX_STEPS): every code path at the gpu profile's sizes, the
+# claims that 2 steps cannot reach listed (about 25 min on 2 cores; not part of `test`).
+gpu-rehearsal: $(STAMP)
+	COURSE_PROFILE=gpu $(BIN)/python benchmarks/run_notebooks.py --max-steps 2 notebooks/*.ipynb
 
 # The executed book under the smoke profile, a second seed and float16, in _build/smoke.
 book-smoke: $(STAMP)
