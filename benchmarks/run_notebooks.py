@@ -13,7 +13,8 @@ training time (``course.train.fit``) spent waiting for the data loader.
 batches: :func:`course.config.capped`), a rehearsal of a profile's code paths in bounded
 time, e.g. the gpu profile on a CPU; a claim (an ``assert`` statement of a cell) that
 does not hold is then listed and the run goes on, since a few steps cannot reach the
-chapter's results: only an exception fails the notebook.
+chapter's results; so does a cell that raises after one of its claims was missed. Any
+other exception fails the notebook.
 ``--record`` writes each notebook that passed into ``benchmarks/runs.json`` (date,
 commit, profile, device, cores, torch and Python versions, seconds, peak memory: the
 GPU's ``max_memory_allocated`` when CUDA was used, else the largest resident set of
@@ -41,7 +42,6 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,21 +182,42 @@ class _AssertsGoOn(ast.NodeTransformer):
         return ast.copy_location(check, node)
 
 
-def _rehearsal(path: Path) -> tuple[dict, Callable, list]:
-    """Under ``COURSE_MAX_STEPS``: the namespace entry, the cell compiler and the list of
-    the claims that did not hold (cell, line, test, message)."""
-    missed: list[tuple[int, int, str, str]] = []
-    cell = [0]
+class _Rehearsal:
+    """Under ``COURSE_MAX_STEPS``: the claims (``assert`` statements) that did not hold are
+    listed and the run goes on; so does a cell that raises *after* one of its claims was
+    missed (its later lines may need that claim: chapter 6 glues the batch where the rule
+    breaks, None when the short run finds none); any other exception fails the notebook."""
 
-    def record(line: int, test: str, message: object) -> None:
-        missed.append((cell[0], line, test, "" if message is None else str(message)[:160]))
+    def __init__(self, path: Path) -> None:
+        self.path, self.cell = path, 0
+        self.missed: list[tuple[int, int, str, str]] = []  # cell, line, test, message
+        self.stopped: list[tuple[int, str]] = []  # cell, exception
+        self.namespace = {"__missed__": self._record}
 
-    def compile_cell(index: int, source: str):
-        cell[0] = index
+    def _record(self, line: int, test: str, message: object) -> None:
+        text = "" if message is None else str(message)[:160]
+        self.missed.append((self.cell, line, test, text))
+
+    def compile_cell(self, index: int, source: str):
+        self.cell = index
         tree = ast.fix_missing_locations(_AssertsGoOn().visit(ast.parse(source)))
-        return compile(tree, f"{path.name}[cell {index}]", "exec")
+        return compile(tree, f"{self.path.name}[cell {index}]", "exec")
 
-    return {"__missed__": record}, compile_cell, missed
+    def on_error(self, index: int, error: Exception) -> None:
+        if not any(cell == index for cell, *_ in self.missed):
+            raise error
+        self.stopped.append((index, f"{type(error).__name__}: {error}"[:160]))
+
+    def report(self, cap: int) -> None:
+        for cell, line, test, message in self.missed:
+            print(
+                f"    claim not reached at COURSE_MAX_STEPS={cap}: cell {cell} line {line}: "
+                f"assert {test}" + (f"  ({message})" if message else ""),
+                flush=True,
+            )
+        for cell, error in self.stopped:
+            print(f"    cell {cell} stopped after its missed claim: {error}", flush=True)
+        print(f"    claims not reached: {len(self.missed)}", flush=True)
 
 
 def execute(path: Path) -> None:
@@ -212,11 +233,12 @@ def execute(path: Path) -> None:
         return histories[-1]
 
     course.train.fit = recording_fit  # before any module or cell imports it
-    namespace, compile_cell, missed = ({}, None, []) if max_steps() is None else _rehearsal(path)
+    rehearsal = None if max_steps() is None else _Rehearsal(path)
     execute_cells(
         path,
-        namespace,
-        compile_cell=compile_cell,
+        rehearsal.namespace if rehearsal else None,
+        compile_cell=rehearsal.compile_cell if rehearsal else None,
+        on_error=rehearsal.on_error if rehearsal else None,
         report=lambda i, seconds: print(f"    cell {i}: {seconds:.1f} s", flush=True),
     )
     train = sum(sum(h.seconds) for h in histories)
@@ -225,14 +247,8 @@ def execute(path: Path) -> None:
     print(
         f"    fit: {len(histories)} runs, {train:.1f} s of training, data wait {share}", flush=True
     )
-    for cell, line, test, message in missed:
-        print(
-            f"    claim not reached at COURSE_MAX_STEPS={max_steps()}: cell {cell} line {line}: "
-            f"assert {test}" + (f"  ({message})" if message else ""),
-            flush=True,
-        )
-    if max_steps() is not None:
-        print(f"    claims not reached: {len(missed)}", flush=True)
+    if rehearsal is not None:
+        rehearsal.report(max_steps())
     _write_run_facts()
 
 

@@ -73,6 +73,12 @@ print("after the claim", history.steps)
 """
 
 
+NEEDS_THE_CLAIM = """first = history.steps[0] if history.steps[0] == 8 else None
+assert first is not None
+print("doubled", first * 2)
+"""
+
+
 def _notebook(path, *sources):
     cells = [
         {"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None}
@@ -86,9 +92,10 @@ def _notebook(path, *sources):
 
 def test_max_steps_rehearsal_caps_fit_lists_the_claims_it_misses_and_fails_on_errors(tmp_path):
     """--max-steps 3: fit takes 3 batches per epoch, the claim that needs 8 is listed and the
-    cell goes on; an exception still fails the notebook; without the cap the claim holds;
-    a rehearsal is never --record'ed."""
-    good = _notebook(tmp_path / "good.ipynb", REHEARSAL)
+    cell goes on; a cell that raises after its claim was missed stops there and the next cell
+    runs; an exception anywhere else still fails the notebook; without the cap every claim
+    holds; a rehearsal is never --record'ed."""
+    good = _notebook(tmp_path / "good.ipynb", REHEARSAL, NEEDS_THE_CLAIM, 'print("next cell ran")')
     result = _benchmark("run_notebooks.py", "--max-steps", "3", str(good))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "after the claim [3, 3]" in result.stdout
@@ -96,9 +103,12 @@ def test_max_steps_rehearsal_caps_fit_lists_the_claims_it_misses_and_fails_on_er
         "claim not reached at COURSE_MAX_STEPS=3: cell 0 line 8: assert history.steps == [8, 8]"
         "  (steps [3, 3])" in result.stdout
     )
-    assert "claims not reached: 1" in result.stdout and "good.ipynb:" in result.stdout
+    assert "cell 1 stopped after its missed claim: TypeError" in result.stdout
+    assert "next cell ran" in result.stdout and "doubled" not in result.stdout
+    assert "claims not reached: 2" in result.stdout and "good.ipynb:" in result.stdout
     full = _benchmark("run_notebooks.py", str(good))
     assert full.returncode == 0 and "after the claim [8, 8]" in full.stdout
+    assert "doubled 16" in full.stdout
     assert "claim not reached" not in full.stdout
     bad = _notebook(tmp_path / "bad.ipynb", REHEARSAL, "raise RuntimeError('a real bug')")
     result = _benchmark("run_notebooks.py", "--max-steps", "3", str(bad))
