@@ -335,12 +335,11 @@ class AdversarialAugmentation:
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        _validate_budget(eps=eps)
-        self.model, self.eps, self.steps, self.random_start = model, eps, steps, random_start
         if alpha is None:
             alpha = 1.25 * eps if steps == 1 else 2.5 * eps / steps
-        _validate_budget(alpha=alpha)
-        self.alpha = alpha
+        _validate_budget(eps=eps, alpha=alpha)  # eps first: a bad eps is named as such
+        self.model, self.eps, self.alpha = model, eps, alpha
+        self.steps, self.random_start = steps, random_start
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # no validate_images here: reading min and max back would synchronise with the
