@@ -9,12 +9,12 @@ N cores with ``os.sched_setaffinity``, as on a Colab T4 runtime with 2 vCPUs;
 notebooks; ``--t4`` is ``--amp fp16`` (float16 with a gradient scaler, a T4's
 numerics) on any GPU or on the CPU. Each notebook's line also gives the share of its
 training time (``course.train.fit``) spent waiting for the data loader.
-``--max-steps N`` sets ``COURSE_MAX_STEPS`` (every training loop stops each epoch after N
-batches: :func:`course.config.capped`), a rehearsal of a profile's code paths in bounded
-time, e.g. the gpu profile on a CPU; a claim (an ``assert`` statement of a cell) that
-does not hold is then listed and the run goes on, since a few steps cannot reach the
-chapter's results; so does a cell that raises after one of its claims was missed. Any
-other exception fails the notebook.
+``--max-steps N`` sets ``COURSE_MAX_STEPS`` (every loop that trains or attacks stops
+each pass after N batches: :func:`course.config.capped`), a rehearsal of a profile's
+code paths in bounded time, e.g. the gpu profile on a CPU; a claim (an ``assert``
+statement of a cell) that does not hold is then listed and the run goes on, since a few
+steps cannot reach the chapter's results; so does a cell that raises after one of its
+claims was missed. Any other exception fails the notebook.
 ``--record`` writes each notebook that passed into ``benchmarks/runs.json`` (date,
 commit, profile, device, cores, torch and Python versions, seconds, peak memory: the
 GPU's ``max_memory_allocated`` when CUDA was used, else the largest resident set of
@@ -166,12 +166,17 @@ def _record(path: Path, seconds: float, peak_rss: int, facts_file: Path, runs: P
 
 
 class _AssertsGoOn(ast.NodeTransformer):
-    """``assert test, msg`` -> ``if not test: __missed__(line, "test", msg)``."""
+    """In cell ``cell``: ``assert test, msg`` -> ``if not test: __missed__(cell, line,
+    "test", msg)`` (where the assert is written, even in a function called later)."""
+
+    def __init__(self, cell: int) -> None:
+        self.cell = cell
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         call = ast.Call(
             ast.Name("__missed__", ast.Load()),
             [
+                ast.Constant(self.cell),
                 ast.Constant(node.lineno),
                 ast.Constant(ast.unparse(node.test)),
                 node.msg or ast.Constant(None),
@@ -189,18 +194,17 @@ class _Rehearsal:
     breaks, None when the short run finds none); any other exception fails the notebook."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.cell = path, 0
+        self.path = path
         self.missed: list[tuple[int, int, str, str]] = []  # cell, line, test, message
         self.stopped: list[tuple[int, str]] = []  # cell, exception
         self.namespace = {"__missed__": self._record}
 
-    def _record(self, line: int, test: str, message: object) -> None:
+    def _record(self, cell: int, line: int, test: str, message: object) -> None:
         text = "" if message is None else str(message)[:160]
-        self.missed.append((self.cell, line, test, text))
+        self.missed.append((cell, line, test, text))
 
     def compile_cell(self, index: int, source: str):
-        self.cell = index
-        tree = ast.fix_missing_locations(_AssertsGoOn().visit(ast.parse(source)))
+        tree = ast.fix_missing_locations(_AssertsGoOn(index).visit(ast.parse(source)))
         return compile(tree, f"{self.path.name}[cell {index}]", "exec")
 
     def on_error(self, index: int, error: Exception) -> None:
@@ -263,7 +267,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--max-steps",
         type=int,
-        help="COURSE_MAX_STEPS: each training loop stops after this many batches per epoch",
+        help="COURSE_MAX_STEPS: each loop that trains or attacks stops after this many batches",
     )
     parser.add_argument(
         "--record", action="store_true", help="record each run that passed (--runs-file)"
